@@ -1,0 +1,150 @@
+"""VideoChat Studio: one entry point.
+
+    python launch.py [serve]                 start the web app (default)
+    python launch.py ask VIDEO "question"    answer one question about a video
+    python launch.py ingest VIDEO --json     probe + clip plan (+ transcript, memory)
+    python launch.py convert --from SRC --to DIR   convert InternVideo2-Chat-8B for vLLM
+    python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+BENCHES = {
+    "sample": "model.media.bench",
+    "encoder": "model.internvideo2.bench",
+    "llm": "model.llm.bench",
+    "asr": "model.speech.bench",
+    "memory": "model.memory.bench",
+    "eval": "model.memory.eval",
+}
+COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="auto", help="auto | internvideo2-chat-8b | lite | tiny")
+    p.add_argument("--llm-url", default=None, help="OpenAI-compatible vLLM server (started with --enable-prompt-embeds)")
+    p.add_argument("--cache-dir", default=None, help="where video memories are cached")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py", description="VideoChat Studio")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="start the web app")
+    _add_common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--share", action="store_true", help="create a public share link (asks for --auth)")
+    serve.add_argument("--auth", default=None, help="user:password, or a file with one user:password a line")
+    serve.add_argument("--max-upload-mb", type=float, default=2048.0)
+    serve.add_argument("--max-duration-min", type=float, default=180.0)
+    serve.add_argument("--concurrency", type=int, default=8, help="concurrent answers (vLLM batches them)")
+
+    ask = sub.add_parser("ask", help="answer one question about a video")
+    _add_common(ask)
+    ask.add_argument("video")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true")
+    ask.add_argument("--max-tokens", type=int, default=None)
+    ask.add_argument("--temperature", type=float, default=None)
+
+    ingest = sub.add_parser("ingest", help="probe a video and print its clip plan")
+    _add_common(ingest)
+    ingest.add_argument("video")
+    ingest.add_argument("--json", action="store_true")
+    ingest.add_argument("--full", action="store_true", help="also transcribe and build the memory")
+    ingest.add_argument("--fps", type=float, default=None)
+    ingest.add_argument("--frames-per-clip", type=int, default=None)
+
+    convert = sub.add_parser("convert", help="convert InternVideo2-Chat-8B into a vLLM folder + vision folder")
+    convert.add_argument("--from", dest="source", required=True, help="hub id or local folder")
+    convert.add_argument("--to", dest="out_dir", required=True)
+
+    bench = sub.add_parser("bench", help="benchmarks; each prints JSON")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    for name, module in BENCHES.items():
+        bp = bench_sub.add_parser(name)
+        bp.add_argument("--json", action="store_true", help="print JSON (always on; kept for symmetry)")
+        bp.add_argument("--out", default=None, help="also write the JSON here")
+        bp.set_defaults(bench_module=module)
+        try:
+            importlib.import_module(module).add_arguments(bp)
+        except ImportError as err:  # a bench whose module is missing still shows in --help
+            bp.set_defaults(bench_import_error=str(err))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    from model.errors import VideoChatError
+
+    try:
+        return COMMAND_FUNCS[args.command](args)
+    except VideoChatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.main import serve
+
+    return serve(args)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from model.memory.cli import ask_command
+
+    return ask_command(args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from model.memory.cli import ingest_command
+
+    return ingest_command(args)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from model.internvideo2 import convert_chat_checkpoint
+
+    out = convert_chat_checkpoint(args.source, Path(args.out_dir), progress=True)
+    print(f"converted into {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "bench_import_error", None):
+        print(f"error: bench {args.bench} unavailable: {args.bench_import_error}", file=sys.stderr)
+        return 2
+    result = importlib.import_module(args.bench_module).run(args)
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+COMMAND_FUNCS = {"serve": cmd_serve, "ask": cmd_ask, "ingest": cmd_ingest, "convert": cmd_convert, "bench": cmd_bench}
+
+if __name__ == "__main__":  # vLLM spawns processes: keep start-up behind this guard
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Everything that computes: media, InternVideo2, speech, memory and LLM engines."""
