@@ -1,0 +1,150 @@
+"""The models of one profile, loaded once per process and shared by every session."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.profiles import Profile
+
+if TYPE_CHECKING:
+    from model.internvideo2 import InternVideo2ChatEncoder, InternVideo2Retrieval
+    from model.llm import Engine, PromptBuilder
+    from model.memory.ocr import OCRReader
+    from model.memory.textembed import TextEmbedder
+    from model.speech import Transcriber
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+def pick_device(profile: Profile) -> str:
+    """The profile's device when available; CUDA profiles fall back to CPU with a warning."""
+    if profile.device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("Profile %s wants CUDA but none is available; running on CPU (slow)", profile.name)
+    return "cpu"
+
+
+@dataclass
+class Runtime:
+    profile: Profile
+    device: str
+    engine: Engine
+    prompt_builder: PromptBuilder
+    llm_dir: Path
+    encoder: InternVideo2ChatEncoder | None = None
+    retrieval: InternVideo2Retrieval | None = None
+    transcriber: Transcriber | None = None
+    text_embedder: TextEmbedder | None = None
+    ocr: OCRReader | None = None
+    llm_url: str | None = None
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, profile: Profile, llm_url: str | None = None, progress: Progress | None = None) -> Runtime:
+        """Load every model the profile names, in the order a user waits for them least."""
+        from model.llm import PromptBuilder, create_engine, resolve_llm_dir
+
+        device = pick_device(profile)
+        timings: dict[str, float] = {}
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        parts: dict[str, Any] = {}
+
+        if profile.vision is not None:
+
+            def load_encoder() -> Any:
+                from model.internvideo2 import build_chat_encoder
+
+                return build_chat_encoder(profile.vision, device)
+
+            steps.append(("encoder", load_encoder))
+        if profile.retrieval is not None:
+
+            def load_retrieval() -> Any:
+                from model.internvideo2 import build_retrieval
+
+                return build_retrieval(profile.retrieval, device)
+
+            steps.append(("retrieval", load_retrieval))
+        if profile.speech is not None:
+
+            def load_transcriber() -> Any:
+                from model.speech import build_transcriber
+
+                return build_transcriber(profile.speech, device)
+
+            steps.append(("transcriber", load_transcriber))
+        if profile.text_embedder is not None:
+
+            def load_text_embedder() -> Any:
+                from model.memory.textembed import TextEmbedder
+
+                return TextEmbedder.load(profile.text_embedder)
+
+            steps.append(("text_embedder", load_text_embedder))
+        if profile.ocr:
+
+            def load_ocr() -> Any:
+                from model.memory.ocr import OCRReader
+
+                return OCRReader.load()
+
+            steps.append(("ocr", load_ocr))
+
+        def load_llm_dir() -> Any:
+            return resolve_llm_dir(profile.llm, profile.vision)
+
+        steps.append(("llm_dir", load_llm_dir))
+
+        total = len(steps) + 2
+        for i, (name, step) in enumerate(steps):
+            if progress:
+                progress(f"loading {name}", i / total)
+            start = time.perf_counter()
+            parts[name] = step()
+            timings[name] = time.perf_counter() - start
+            log.info("loaded %s in %.1f s", name, timings[name])
+
+        llm_dir = Path(parts.pop("llm_dir"))
+        if progress:
+            progress("loading prompt builder", (total - 2) / total)
+        start = time.perf_counter()
+        prompt_builder = PromptBuilder(profile.llm.template, llm_dir)
+        timings["prompt_builder"] = time.perf_counter() - start
+        if progress:
+            progress("starting LLM engine", (total - 1) / total)
+        start = time.perf_counter()
+        engine = create_engine(profile.llm, llm_dir, device, llm_url=llm_url)
+        timings["engine"] = time.perf_counter() - start
+        if progress:
+            progress("ready", 1.0)
+        return cls(
+            profile=profile,
+            device=device,
+            engine=engine,
+            prompt_builder=prompt_builder,
+            llm_dir=llm_dir,
+            llm_url=llm_url,
+            load_seconds=timings,
+            **parts,
+        )
+
+    @property
+    def engine_name(self) -> str:
+        return type(self.engine).__name__
+
+    def describe(self) -> str:
+        """One line for the UI and logs: profile, device, engine."""
+        return f"profile {self.profile.name} · {self.device} · {self.engine_name}"
+
+    async def close(self) -> None:
+        await self.engine.close()
