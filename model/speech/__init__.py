@@ -1,0 +1,27 @@
+"""Speech: Whisper transcripts with timestamps, subtitle exports, and budgeted subtitle lines for prompts."""
+
+from model.speech.subtitles import format_clock, save_subtitles, subtitle_lines, to_srt, to_vtt
+from model.speech.transcriber import (
+    FasterWhisperTranscriber,
+    OpenAIWhisperTranscriber,
+    Transcriber,
+    build_transcriber,
+)
+from model.speech.transcript import AudioInputError, Segment, SpeechError, Transcript, Word
+
+__all__ = [
+    "AudioInputError",
+    "FasterWhisperTranscriber",
+    "OpenAIWhisperTranscriber",
+    "Segment",
+    "SpeechError",
+    "Transcriber",
+    "Transcript",
+    "Word",
+    "build_transcriber",
+    "format_clock",
+    "save_subtitles",
+    "subtitle_lines",
+    "to_srt",
+    "to_vtt",
+]

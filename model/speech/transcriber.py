@@ -1,0 +1,293 @@
+"""Whisper transcription: faster-whisper (CTranslate2, default) or openai-whisper (PyTorch).
+
+`build_transcriber(spec, device)` resolves the model source once (packaged, local folder/file, or a hub
+name/id through the Hugging Face cache) and returns a `Transcriber` whose `transcribe()` gives a `Transcript`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import ConfigError, ModelAccessError
+from model.profiles import SpeechSpec
+from model.speech.transcript import AudioInputError, Segment, Transcript, Word
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+BACKENDS = ("faster-whisper", "openai-whisper")
+Progress = Callable[[str, float], None]
+AudioInput = np.ndarray | str | os.PathLike | None
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "VIDEOCHAT_OFFLINE"))
+
+
+def _cpu_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """"auto": int8 on CPU (fast, small), float16 on CUDA."""
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if device.startswith("cuda") else "int8"
+
+
+class Transcriber(ABC):
+    """A loaded Whisper model. `transcribe` takes 16 kHz mono float32 audio or a media path."""
+
+    backend: str
+    model_name: str  # what the spec asked for ("packaged:tiny.en", "large-v3-turbo", a path...)
+    model_path: str  # what was actually loaded
+    device: str
+    multilingual: bool
+
+    def __init__(self, spec: SpeechSpec, device: str) -> None:
+        self.spec = spec
+        self.device = device
+        self.model_name = spec.model
+        self.vad = spec.vad
+
+    def transcribe(
+        self, audio: AudioInput, word_timestamps: bool = False, progress: Progress | None = None
+    ) -> Transcript:
+        """Transcribe `audio` (float32 [S] at 16 kHz, or a media path); silence or no audio -> empty transcript."""
+        samples = self._prepare_audio(audio)
+        if samples is None:  # media without an audio stream
+            if progress:
+                progress("transcribing", 1.0)
+            return Transcript(segments=[], language=None, duration=0.0)
+        duration = samples.shape[0] / SAMPLE_RATE
+        if samples.shape[0] == 0 or not np.any(samples):  # nothing to hear; Whisper would hallucinate
+            if progress:
+                progress("transcribing", 1.0)
+            return Transcript(segments=[], language=None, duration=duration)
+        if progress:
+            progress("transcribing", 0.0)
+        segments, language = self._transcribe(samples, duration, word_timestamps, progress)
+        segments = [_clean_segment(s, duration) for s in segments]
+        segments = [s for s in segments if s.text]
+        if progress:
+            progress("transcribing", 1.0)
+        return Transcript(segments=segments, language=language if segments else None, duration=duration)
+
+    @abstractmethod
+    def _transcribe(
+        self, audio: np.ndarray, duration: float, word_timestamps: bool, progress: Progress | None
+    ) -> tuple[list[Segment], str | None]:
+        """audio: float32 [S] at 16 kHz, not empty."""
+
+    @staticmethod
+    def _prepare_audio(audio: AudioInput) -> np.ndarray | None:
+        if audio is None:
+            return None
+        if isinstance(audio, (str, os.PathLike)):
+            from model.media import load_audio
+
+            return Transcriber._prepare_audio(load_audio(str(audio), sr=SAMPLE_RATE))
+        if not isinstance(audio, np.ndarray):
+            raise AudioInputError(f"Audio must be a numpy array or a file path, not {type(audio).__name__}.")
+        if audio.ndim != 1:
+            raise AudioInputError(f"Audio must be mono samples [S] at 16 kHz; got an array of shape {audio.shape}.")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise AudioInputError(f"Audio must be float samples in [-1, 1]; got dtype {audio.dtype}.")
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if not np.all(np.isfinite(audio)):
+            raise AudioInputError("Audio contains NaN or infinite samples.")
+        return audio
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model_name!r}, device={self.device!r})"
+
+
+def _clean_segment(seg: Segment, duration: float) -> Segment:
+    """Clamp times into [0, duration], strip text and keep word times monotonic inside their segment."""
+    start = min(max(0.0, seg.start), duration)
+    end = min(max(start, seg.end), duration)
+    words = None
+    if seg.words is not None:
+        words, t = [], start
+        for w in seg.words:
+            ws = min(max(w.start, t), end)
+            we = min(max(w.end, ws), end)
+            words.append(Word(start=round(float(ws), 3), end=round(float(we), 3), word=w.word.strip(), probability=float(w.probability)))
+            t = ws
+    return Segment(start=round(float(start), 3), end=round(float(end), 3), text=seg.text.strip(), words=words)
+
+
+# --------------------------------------------------------------------------------------------- faster-whisper
+
+
+def resolve_faster_whisper_model(source: str) -> str:
+    """A CTranslate2 Whisper folder for `source`: packaged:NAME, a local folder, or a size name / hub id."""
+    if source.startswith("packaged:"):
+        from model.assets import resolve_packaged
+
+        path = resolve_packaged(source)
+    elif Path(source).expanduser().exists():
+        path = Path(source).expanduser()
+    else:
+        from faster_whisper.utils import download_model
+
+        try:
+            return download_model(source, local_files_only=is_offline())
+        except ValueError as err:  # not a known size name and not "owner/name"
+            raise ConfigError(f"Unknown Whisper model {source!r}: {err}") from None
+        except Exception as err:  # offline without a cache, gated/missing repo, network failure
+            hint = " (offline: download it once with internet, or use a packaged/local model)" if is_offline() else ""
+            raise ModelAccessError(f"Could not get the Whisper model {source!r} from the Hugging Face hub{hint}: {err}") from err
+    if not (path / "model.bin").is_file():
+        raise ModelAccessError(f"{path} is not a faster-whisper (CTranslate2) model folder: no model.bin inside.")
+    return str(path)
+
+
+class FasterWhisperTranscriber(Transcriber):
+    backend = "faster-whisper"
+
+    def __init__(self, spec: SpeechSpec, device: str, batch_size: int | None = None) -> None:
+        super().__init__(spec, device)
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.model_path = resolve_faster_whisper_model(spec.model)
+        self.compute_type = resolve_compute_type(spec.compute_type, device)
+        ct2_device = "cuda" if device.startswith("cuda") else "cpu"
+        device_index = int(device.split(":")[1]) if ":" in device else 0
+        try:
+            self.model = WhisperModel(
+                self.model_path,
+                device=ct2_device,
+                device_index=device_index,
+                compute_type=self.compute_type,
+                cpu_threads=_cpu_threads(),
+            )
+        except (RuntimeError, ValueError) as err:  # corrupt model.bin, unsupported compute type, CUDA missing
+            raise ModelAccessError(f"Could not load the Whisper model {self.model_path}: {err}") from err
+        self.multilingual = bool(self.model.model.is_multilingual)
+        # Batching pays off on a GPU; on CPU the sequential decoder (with its previous-text context) is as fast.
+        self.batch_size = batch_size if batch_size is not None else (16 if ct2_device == "cuda" else 1)
+        self.pipeline = BatchedInferencePipeline(self.model) if self.batch_size > 1 else None
+
+    def _transcribe(
+        self, audio: np.ndarray, duration: float, word_timestamps: bool, progress: Progress | None
+    ) -> tuple[list[Segment], str | None]:
+        if self.pipeline is not None:
+            # The batched pipeline needs speech chunks: VAD gives them (it cannot run with VAD off).
+            raw, info = self.pipeline.transcribe(
+                audio,
+                batch_size=self.batch_size,
+                vad_filter=True,
+                word_timestamps=word_timestamps,
+                without_timestamps=False,
+            )
+        else:
+            raw, info = self.model.transcribe(
+                audio, beam_size=5, vad_filter=self.vad, word_timestamps=word_timestamps
+            )
+        segments = []
+        for s in raw:  # a generator: decoding happens while we iterate
+            words = None
+            if word_timestamps:
+                words = [Word(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
+            segments.append(Segment(start=s.start, end=s.end, text=s.text, words=words))
+            if progress and duration > 0:
+                progress("transcribing", min(1.0, s.end / duration))
+        language = info.language if self.multilingual else "en"
+        return segments, language
+
+
+# --------------------------------------------------------------------------------------------- openai-whisper
+
+
+def resolve_openai_whisper_checkpoint(source: str) -> str:
+    """A name `whisper.load_model` accepts without surprises: a local .pt file, or a size name it can get."""
+    if source.startswith("packaged:"):
+        raise ModelAccessError(
+            f"The packaged Whisper model {source!r} is in CTranslate2 format (faster-whisper only); openai-whisper "
+            f"needs a PyTorch .pt checkpoint. Use backend 'faster-whisper', or give openai-whisper a .pt file."
+        )
+    path = Path(source).expanduser()
+    if path.is_dir():
+        raise ModelAccessError(
+            f"{path} is a folder; openai-whisper loads a single .pt checkpoint (CTranslate2 folders are faster-whisper's)."
+        )
+    if path.is_file():
+        return str(path)
+    import whisper
+
+    if source not in whisper._MODELS:
+        raise ConfigError(f"Unknown openai-whisper model {source!r}; sizes: {', '.join(whisper.available_models())}")
+    cached = Path(_openai_download_root()) / os.path.basename(whisper._MODELS[source])
+    if not cached.is_file() and is_offline():
+        raise ModelAccessError(
+            f"openai-whisper model {source!r} is not cached at {cached} and this machine is offline; "
+            f"openai-whisper can only load a local .pt checkpoint here (use backend 'faster-whisper')."
+        )
+    return source
+
+
+def _openai_download_root() -> str:
+    return os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "whisper")
+
+
+class OpenAIWhisperTranscriber(Transcriber):
+    backend = "openai-whisper"
+
+    def __init__(self, spec: SpeechSpec, device: str) -> None:
+        super().__init__(spec, device)
+        import whisper
+
+        self.model_path = resolve_openai_whisper_checkpoint(spec.model)
+        try:
+            self.model = whisper.load_model(self.model_path, device=device, download_root=_openai_download_root())
+        except (OSError, RuntimeError) as err:  # download failed (URLError is an OSError), bad checkpoint
+            raise ModelAccessError(f"Could not load the openai-whisper model {spec.model!r}: {err}") from err
+        self.multilingual = bool(self.model.is_multilingual)
+        self.fp16 = device.startswith("cuda") and spec.compute_type in ("auto", "float16")
+
+    def _transcribe(
+        self, audio: np.ndarray, duration: float, word_timestamps: bool, progress: Progress | None
+    ) -> tuple[list[Segment], str | None]:
+        import whisper
+
+        clips: list[float] | str = "0"
+        if self.vad:
+            # Same Silero VAD as faster-whisper; openai-whisper then decodes only the speech regions.
+            from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+            regions = get_speech_timestamps(audio, VadOptions())
+            if not regions:
+                return [], None
+            clips = [t / SAMPLE_RATE for r in regions for t in (r["start"], r["end"])]
+        result = whisper.transcribe(
+            self.model,
+            audio,
+            verbose=None,
+            word_timestamps=word_timestamps,
+            clip_timestamps=clips,
+            fp16=self.fp16,
+            language=None if self.multilingual else "en",
+        )
+        segments = []
+        for s in result["segments"]:
+            words = None
+            if word_timestamps:
+                words = [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words", [])]
+            segments.append(Segment(start=float(s["start"]), end=float(s["end"]), text=s["text"], words=words))
+        return segments, result.get("language") or ("en" if not self.multilingual else None)
+
+
+def build_transcriber(spec: SpeechSpec, device: str) -> Transcriber:
+    """Load the profile's Whisper model on `device` ("cpu", "cuda", "cuda:1")."""
+    if spec.backend == "faster-whisper":
+        return FasterWhisperTranscriber(spec, device)
+    if spec.backend == "openai-whisper":
+        return OpenAIWhisperTranscriber(spec, device)
+    raise ConfigError(f"Unknown speech backend {spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
