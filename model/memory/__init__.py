@@ -1,0 +1,1 @@
+"""Long-video memory: clip records cached on disk, time-aware questions, cited answers."""
