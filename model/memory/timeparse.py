@@ -77,7 +77,7 @@ class TimeQuery:
 
 def format_time(seconds: float, duration: float | None = None) -> str:
     """mm:ss, or h:mm:ss for videos of an hour or more (or times past an hour)."""
-    total = max(0, int(round(seconds)))
+    total = max(0, round(seconds))
     h, rest = divmod(total, 3600)
     m, s = divmod(rest, 60)
     if h or (duration is not None and duration >= 3600):
@@ -237,7 +237,7 @@ class _Parser:
         for m in _RANGE.finditer(q):
             if not self.free(m):
                 continue
-            a, a_unit = _value_of(m, "a")
+            a, _a_unit = _value_of(m, "a")
             b, b_unit = _value_of(m, "b")
             trailing = m.group("unit")
             if b is None and trailing:
