@@ -1,0 +1,164 @@
+"""The one small async interface every LLM engine implements, and the factory that picks one."""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from model.llm.errors import EngineError
+from model.llm.prompt import context_window_of, hidden_size_of, validate_prompt_embeds
+
+if TYPE_CHECKING:
+    from model.profiles import LLMSpec, VisionSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] | None = None
+
+
+class Engine(abc.ABC):
+    """Streams text deltas for a prompt given as embeddings `[seq, hidden]`.
+
+    `stream` validates the tensor first (a malformed one is refused with a PromptError and never reaches
+    the shared engine). Closing or cancelling the returned async iterator aborts the request.
+    """
+
+    def __init__(self, model_dir: Path, max_model_len: int, dtype: torch.dtype) -> None:
+        self.model_dir = Path(model_dir)
+        self.hidden_size = hidden_size_of(self.model_dir)
+        self.max_model_len = int(max_model_len)
+        self.dtype = dtype
+
+    def stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+        embeds = validate_prompt_embeds(
+            prompt_embeds, self.hidden_size, self.max_model_len, params.max_tokens, dtype=self.dtype
+        )
+        if params.max_tokens < 1:
+            raise EngineError(f"max_tokens must be at least 1, got {params.max_tokens}")
+        return self._stream(embeds.detach().cpu().contiguous(), params, request_id)
+
+    @abc.abstractmethod
+    def _stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+        """Engine-specific generation on an already validated tensor."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request (unknown or finished ids are ignored)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the engine (processes, threads, connections)."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def engine_dtype(spec_dtype: str, device: str) -> torch.dtype:
+    """"auto": float32 on CPU (parity, and fast enough for small models), bfloat16 on CUDA."""
+    if spec_dtype in ("auto", "", None):
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    try:
+        dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(spec_dtype, spec_dtype))
+    except AttributeError:
+        dtype = None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise EngineError(f"Unknown LLM dtype {spec_dtype!r}; use auto, float32, bfloat16 or float16")
+    return dtype
+
+
+def resolve_max_model_len(spec: LLMSpec, model_dir: Path) -> int:
+    """The spec's length, capped by what the model was trained for."""
+    return min(int(spec.max_model_len), context_window_of(model_dir))
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def create_engine(spec: LLMSpec, model_dir: Path, device: str, llm_url: str | None = None) -> Engine:
+    """Remote if `llm_url`, else in-process vLLM if importable and allowed, else transformers."""
+    model_dir = Path(model_dir)
+    choice = spec.engine
+    if llm_url or choice == "remote":
+        if not llm_url:
+            raise EngineError("The profile asks for a remote LLM engine; pass --llm-url URL")
+        from model.llm.remote import RemoteEngine
+
+        return RemoteEngine.from_spec(spec, model_dir, llm_url)
+    if choice == "vllm" or (choice == "auto" and vllm_available()):
+        if not vllm_available():
+            raise EngineError("The profile asks for vLLM, which is not installed (see requirements-gpu/cpu.txt)")
+        from model.llm.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_spec(spec, model_dir, device)
+    if choice not in ("auto", "transformers", "vllm"):
+        raise EngineError(f"Unknown LLM engine {choice!r}; use auto, vllm, transformers or remote")
+    from model.llm.hf import TransformersEngine
+
+    return TransformersEngine.from_spec(spec, model_dir, device)
+
+
+def resolve_llm_dir(spec: LLMSpec, vision: VisionSpec | None = None) -> Path:
+    """Map the spec's source to a local transformers folder (downloading or converting once if needed)."""
+    source = spec.source
+    if source.startswith("packaged:"):
+        from model.assets import resolve_packaged
+
+        return resolve_packaged(source)
+    if source == "converted":
+        if vision is None:
+            raise EngineError('LLM source "converted" needs a vision source to convert from')
+        from model.internvideo2 import ensure_converted  # another package; imported only when needed
+
+        return Path(ensure_converted(vision))
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise EngineError(f"{path} is not a model folder (no config.json)")
+        return path
+    return _download(source)
+
+
+def _download(repo_id: str) -> Path:
+    import os
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    from model.errors import ModelAccessError
+
+    log.warning("Downloading the LLM %s (once; cached by huggingface_hub)", repo_id)
+    try:
+        # snapshot_download shows tqdm progress bars; only what serving needs is fetched.
+        return Path(
+            snapshot_download(
+                repo_id,
+                token=os.environ.get("HF_TOKEN"),
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
+            )
+        )
+    except GatedRepoError as err:
+        raise ModelAccessError(
+            f"{repo_id} is gated: accept its terms on huggingface.co and set HF_TOKEN, then retry"
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise ModelAccessError(f"No model {repo_id!r} on the hub (or it is private: set HF_TOKEN)") from err
+    except LocalEntryNotFoundError as err:
+        raise ModelAccessError(f"{repo_id} is not cached and the hub cannot be reached (offline?)") from err
+    except HfHubHTTPError as err:
+        raise ModelAccessError(f"Could not download {repo_id}: {err}") from err

@@ -1,0 +1,325 @@
+"""Prompt assembly: text pieces and embedding blocks -> one validated `[seq, hidden]` tensor.
+
+Templates are data (prompts/<name>.json). Text is embedded with the LLM's own input-embedding table,
+read alone from the model folder's safetensors, so the LLM is never loaded twice. Tokenisation follows
+the InternVideo2 chat builder: every text run between two embedding blocks is tokenised on its own with
+the tokenizer's defaults (for Mistral that puts a BOS before each run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.llm.errors import PromptError
+
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+
+TEMPLATE_KEYS = (
+    "layout",
+    "prefix",
+    "default_instructions",
+    "context_open",
+    "duration",
+    "subtitles",
+    "clip_intro",
+    "video_open",
+    "video_close",
+    "frame_times",
+    "segment_text",
+    "clip_separator",
+    "rstrip_context",
+    "context_close",
+    "history_turn",
+    "question",
+)
+LAYOUT_SECTIONS = ("prefix", "context", "history", "question")
+EMBED_KEY_SUFFIXES = ("embed_tokens.weight", "tok_embeddings.weight", "wte.weight", "word_embeddings.weight")
+
+
+@dataclass
+class VideoSegment:
+    """One clip of the video: its time range, frame times, and either embeddings or text (lite) or both."""
+
+    start: float
+    end: float
+    frame_times: list[float] = field(default_factory=list)
+    embeddings: torch.Tensor | None = None  # [n, hidden]
+    text: str = ""
+
+
+@dataclass
+class PromptInputs:
+    question: str
+    segments: list[VideoSegment] = field(default_factory=list)
+    subtitles: str = ""
+    history: list[tuple[str, str]] = field(default_factory=list)
+    instructions: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A chat format as data; see prompts/*.json for the fields."""
+
+    name: str
+    layout: tuple[str, ...]
+    prefix: str
+    default_instructions: str
+    context_open: str
+    duration: str
+    subtitles: str
+    clip_intro: str
+    video_open: str
+    video_close: str
+    frame_times: str
+    segment_text: str
+    clip_separator: str
+    rstrip_context: bool
+    context_close: str
+    history_turn: str
+    question: str
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> PromptTemplate:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = PROMPTS_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.json")))
+            raise PromptError(f"Unknown prompt template {str(name_or_path)!r}; known templates: {known}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise PromptError(f"Prompt template {path} is not valid JSON: {err}") from err
+        missing = [k for k in TEMPLATE_KEYS if k not in data]
+        if missing:
+            raise PromptError(f"Prompt template {path} lacks the fields: {', '.join(missing)}")
+        layout = tuple(data["layout"])
+        if sorted(layout) != sorted(LAYOUT_SECTIONS):
+            raise PromptError(f"Prompt template {path}: layout must order exactly {LAYOUT_SECTIONS}, got {layout}")
+        values: dict[str, Any] = {k: data[k] for k in TEMPLATE_KEYS}
+        values["layout"] = layout
+        values["rstrip_context"] = bool(data["rstrip_context"])
+        return cls(name=data.get("name", path.stem), **values)
+
+
+def format_clock(seconds: float) -> str:
+    """mm:ss, or h:mm:ss from one hour on (the form the answers cite)."""
+    total = max(0, math.floor(seconds + 1e-6))
+    h, rem = divmod(total, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def format_frame_times(times: list[float]) -> str:
+    """Frame times as training wrote them: seconds rounded to 0.1, comma-separated."""
+    return ", ".join(f"{t:.1f}" for t in times)
+
+
+def validate_prompt_embeds(
+    embeds: Any,
+    hidden_size: int,
+    max_model_len: int | None = None,
+    max_tokens: int = 0,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Refuse any tensor an engine could choke on; return it (cast to `dtype` when given).
+
+    A wrong shape or a NaN can take down a shared engine for every user, so this runs before submitting.
+    """
+    if not isinstance(embeds, torch.Tensor):
+        raise PromptError(f"Prompt embeddings must be a torch.Tensor, got {type(embeds).__name__}")
+    if embeds.ndim != 2:
+        raise PromptError(f"Prompt embeddings must be 2-D [tokens, {hidden_size}], got shape {tuple(embeds.shape)}")
+    if embeds.shape[0] == 0:
+        raise PromptError("The prompt is empty (0 tokens)")
+    if embeds.shape[1] != hidden_size:
+        raise PromptError(
+            f"Prompt embeddings have width {embeds.shape[1]}, but the language model's hidden size is {hidden_size}"
+        )
+    if not embeds.is_floating_point():
+        raise PromptError(f"Prompt embeddings must be floating point, got {embeds.dtype}")
+    if not bool(torch.isfinite(embeds).all()):
+        raise PromptError("Prompt embeddings contain NaN or infinite values")
+    if max_model_len is not None and embeds.shape[0] + max_tokens > max_model_len:
+        raise PromptError(
+            f"The prompt has {embeds.shape[0]} tokens; with {max_tokens} tokens to generate it exceeds the "
+            f"model's context window of {max_model_len} tokens. Ask about a shorter part of the video."
+        )
+    if dtype is not None and embeds.dtype != dtype:
+        embeds = embeds.to(dtype)
+    return embeds
+
+
+def read_llm_config(model_dir: Path) -> dict[str, Any]:
+    """The text model's config.json entries (nested `text_config` flattened in)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise PromptError(f"{model_dir} is not a model folder (no config.json)")
+    cfg = json.loads(path.read_text())
+    text_cfg = cfg.get("text_config") or cfg.get("llm_config") or {}
+    return {**cfg, **text_cfg}
+
+
+def hidden_size_of(model_dir: Path) -> int:
+    cfg = read_llm_config(model_dir)
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if key in cfg:
+            return int(cfg[key])
+    raise PromptError(f"Cannot tell the hidden size of the model in {model_dir}")
+
+
+def context_window_of(model_dir: Path) -> int:
+    cfg = read_llm_config(model_dir)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if key in cfg:
+            return int(cfg[key])
+    return 4096
+
+
+def load_input_embeddings(model_dir: Path) -> torch.Tensor:
+    """Only the input-embedding table `[vocab, hidden]`, read lazily from the safetensors (sharded or not)."""
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        candidates = [(k, model_dir / f) for k, f in weight_map.items()]
+    else:
+        files = sorted(model_dir.glob("*.safetensors"))
+        if not files:
+            raise PromptError(f"No safetensors weights in {model_dir}")
+        candidates = []
+        for file in files:
+            with safe_open(str(file), "pt") as f:
+                candidates += [(k, file) for k in f.keys()]  # noqa: SIM118 (safe_open has no __iter__)
+    for suffix in EMBED_KEY_SUFFIXES:
+        # Prefer the language model's table in multimodal checkpoints.
+        hits = sorted((k for k in candidates if k[0].endswith(suffix)), key=lambda kf: ("language" not in kf[0], kf[0]))
+        if hits:
+            key, file = hits[0]
+            with safe_open(str(file), "pt") as f:
+                return f.get_tensor(key)
+    raise PromptError(f"No input-embedding table ({' / '.join(EMBED_KEY_SUFFIXES)}) in {model_dir}")
+
+
+class PromptBuilder:
+    """Builds the `[seq, hidden]` prompt tensor for one template and one LLM folder."""
+
+    def __init__(
+        self,
+        template_name: str | Path,
+        model_dir: str | Path,
+        max_model_len: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.template = PromptTemplate.load(template_name)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.hidden_size = hidden_size_of(self.model_dir)
+        self.max_model_len = int(max_model_len or context_window_of(self.model_dir))
+        table = load_input_embeddings(self.model_dir)  # [vocab, hidden]
+        if table.ndim != 2 or table.shape[1] != self.hidden_size:
+            raise PromptError(f"Embedding table {tuple(table.shape)} does not match hidden size {self.hidden_size}")
+        self.embed_table = table.to(dtype) if dtype is not None else table
+        self.dtype = self.embed_table.dtype
+
+    # -- text -------------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes inside a prompt (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokenize(self, text: str) -> list[int]:
+        """One text run as the official builder tokenises it: tokenizer defaults."""
+        return list(self.tokenizer(text)["input_ids"])
+
+    # -- layout -----------------------------------------------------------------------------------
+    def layout(self, inputs: PromptInputs) -> list[str | torch.Tensor]:
+        """The prompt as alternating text runs and embedding blocks `[n, hidden]`, in order."""
+        t = self.template
+        parts: list[str | torch.Tensor] = []
+
+        def text(s: str) -> None:
+            if not s:
+                return
+            if parts and isinstance(parts[-1], str):
+                parts[-1] += s
+            else:
+                parts.append(s)
+
+        for section in t.layout:
+            if section == "prefix":
+                instructions = inputs.instructions or t.default_instructions
+                if instructions or "{instructions}" not in t.prefix:
+                    text(t.prefix.format(instructions=instructions))
+            elif section == "history":
+                for question, answer in inputs.history:
+                    text(t.history_turn.format(question=question, answer=answer))
+            elif section == "question":
+                text(t.question.format(question=inputs.question))
+            elif section == "context":
+                self._context(inputs, parts, text)
+        return parts
+
+    def _context(self, inputs: PromptInputs, parts: list[str | torch.Tensor], text: Any) -> None:
+        t = self.template
+        text(t.context_open)
+        if t.duration and inputs.duration > 0:
+            text(t.duration.format(duration=format_clock(inputs.duration)))
+        if inputs.subtitles.strip():
+            text(t.subtitles.format(subtitles=inputs.subtitles.strip()))
+        many = len(inputs.segments) > 1
+        for i, seg in enumerate(inputs.segments):
+            if i:
+                text(t.clip_separator)
+            if many or seg.embeddings is None:
+                text(t.clip_intro.format(index=i + 1, start=format_clock(seg.start), end=format_clock(seg.end)))
+            if seg.embeddings is not None:
+                text(t.video_open)
+                parts.append(self._check_block(seg.embeddings, i))
+                text(t.video_close)
+                if seg.frame_times:
+                    text(t.frame_times.format(n=len(seg.frame_times), times=format_frame_times(seg.frame_times)))
+            if seg.text.strip():
+                text(t.segment_text.format(text=seg.text.strip()))
+        if t.rstrip_context and parts and isinstance(parts[-1], str):
+            # The official builder sends `msg.rstrip()` before "[/INST]".
+            parts[-1] = parts[-1].rstrip()
+            if not parts[-1]:
+                parts.pop()
+        text(t.context_close)
+
+    def _check_block(self, block: Any, index: int) -> torch.Tensor:
+        if not isinstance(block, torch.Tensor) or block.ndim != 2 or block.shape[1] != self.hidden_size:
+            shape = tuple(block.shape) if isinstance(block, torch.Tensor) else type(block).__name__
+            raise PromptError(
+                f"Clip {index + 1}: video embeddings must be [n, {self.hidden_size}] (the LLM's hidden size), got {shape}"
+            )
+        if not block.is_floating_point() or not bool(torch.isfinite(block).all()):
+            raise PromptError(f"Clip {index + 1}: video embeddings contain NaN/infinite or non-float values")
+        return block.detach().to(device="cpu", dtype=self.dtype)
+
+    def token_layout(self, inputs: PromptInputs) -> list[list[int] | torch.Tensor]:
+        """`layout` with every text run tokenised (ids) and embedding blocks kept."""
+        return [self.tokenize(p) if isinstance(p, str) else p for p in self.layout(inputs)]
+
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        """Rows of the LLM's own input-embedding table: `[len(ids), hidden]`."""
+        return self.embed_table[torch.as_tensor(ids, dtype=torch.long)]
+
+    def build(self, inputs: PromptInputs, max_tokens: int = 0) -> torch.Tensor:
+        """The whole prompt `[seq, hidden]`, validated for the engine (width, dtype, finite, length)."""
+        if not inputs.question.strip():
+            raise PromptError("The question is empty")
+        blocks = [self.embed_ids(p) if isinstance(p, list) else p for p in self.token_layout(inputs) if len(p)]
+        embeds = torch.cat(blocks, dim=0)  # [seq, hidden]
+        return validate_prompt_embeds(embeds, self.hidden_size, self.max_model_len, max_tokens, self.dtype)
