@@ -146,7 +146,9 @@ def test_mistral_template_matches_official_builder(mistral: PromptBuilder, mistr
     ref_rows = []
     with torch.no_grad():
         for part in expected:
-            ref_rows.append(mistral_model.get_input_embeddings()(torch.tensor(part)) if isinstance(part, list) else clip)
+            ref_rows.append(
+                mistral_model.get_input_embeddings()(torch.tensor(part)) if isinstance(part, list) else clip
+            )
     torch.testing.assert_close(embeds, torch.cat(ref_rows), rtol=0, atol=0)
 
 
@@ -227,7 +229,10 @@ def test_chatml_default_instructions_and_embeddings_block(chatml: PromptBuilder)
         "<|im_start|>system\nYou are a helpful assistant that answers questions about a video"
     )
     assert layout[1].dtype == torch.float32 and torch.equal(layout[1], clip.float())
-    assert layout[2] == " The clip contains 2 frames sampled at 2.5, 4.5 seconds.\nQuestion: What?<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        layout[2]
+        == " The clip contains 2 frames sampled at 2.5, 4.5 seconds.\nQuestion: What?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_embedding_table_read_alone_from_sharded_folder(tmp_path: Path, mistral_like_dir: Path) -> None:
@@ -268,7 +273,9 @@ def test_build_errors_are_clear(mistral: PromptBuilder, chatml: PromptBuilder) -
     with pytest.raises(PromptError, match=r"\[n, 64\]"):
         mistral.build(PromptInputs(question="q", segments=[VideoSegment(0, 1, [0.5], torch.randn(96, 4096))]))
     with pytest.raises(PromptError, match="NaN"):
-        mistral.build(PromptInputs(question="q", segments=[VideoSegment(0, 1, [0.5], torch.full((4, 64), float("inf")))]))
+        mistral.build(
+            PromptInputs(question="q", segments=[VideoSegment(0, 1, [0.5], torch.full((4, 64), float("inf")))])
+        )
     with pytest.raises(PromptError, match="context window"):  # 6 x 96 rows > 512 positions
         segs = [VideoSegment(i, i + 1, [i + 0.5], torch.zeros(96, 64)) for i in range(6)]
         mistral.build(PromptInputs(question="q", segments=segs))
@@ -276,7 +283,7 @@ def test_build_errors_are_clear(mistral: PromptBuilder, chatml: PromptBuilder) -
         mistral.build(PromptInputs(question="q", segments=[VideoSegment(0, 1, [0.5], torch.zeros(96, 64))]), 480)
     with pytest.raises(PromptError, match="empty"):
         chatml.build(PromptInputs(question="  "))
-    with pytest.raises(PromptError, match="Unknown prompt template 'nope'.*chatml"):
+    with pytest.raises(PromptError, match=r"Unknown prompt template 'nope'.*chatml"):
         PromptTemplate.load("nope")
 
 

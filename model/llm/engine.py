@@ -69,7 +69,7 @@ class Engine(abc.ABC):
 
 
 def engine_dtype(spec_dtype: str, device: str) -> torch.dtype:
-    """"auto": float32 on CPU (parity, and fast enough for small models), bfloat16 on CUDA."""
+    """ "auto": float32 on CPU (parity, and fast enough for small models), bfloat16 on CUDA."""
     if spec_dtype in ("auto", "", None):
         return torch.float32 if device == "cpu" else torch.bfloat16
     try:

@@ -150,7 +150,9 @@ class TransformersEngine(Engine):
         finally:
             streamer.end()
 
-    async def _stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+    async def _stream(
+        self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[str]:
         if request_id in self._flags:
             raise EngineError(f"Request id {request_id!r} is already running")
         loop = asyncio.get_running_loop()

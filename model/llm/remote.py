@@ -105,7 +105,9 @@ class RemoteEngine(Engine):
             payload["stop"] = list(params.stop)
         return payload
 
-    async def _stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+    async def _stream(
+        self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[str]:
         import httpx
 
         if self._client is None:

@@ -99,7 +99,9 @@ class VLLMEngine(Engine):
             output_kind=RequestOutputKind.DELTA,  # only the new text of each step
         )
 
-    async def _stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+    async def _stream(
+        self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
+    ) -> AsyncIterator[str]:
         if self._closed:
             raise EngineError("The LLM engine is closed")
         from vllm.v1.engine.exceptions import EngineDeadError
