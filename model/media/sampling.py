@@ -1,0 +1,238 @@
+"""Frame sampling: decord first, PyAV when decord cannot open or decode a file.
+
+Both backends decode only the frames asked for, resized on decode (short side -> `short_side`, aspect kept),
+return upright RGB (the display matrix applied) and take every frame's time from the same container-timestamp
+table (`probe.frame_table`), so the times are real for variable frame rate and identical across backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from model.media.errors import CorruptVideoError
+from model.media.probe import FrameTable, VideoInfo, _cached, _file_key, open_container
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "decord", "pyav")
+CHUNK = 32  # frames per decord get_batch call: bounds the temporary copy
+
+
+@dataclass
+class Frames:
+    images: np.ndarray  # uint8 [N, H, W, 3] RGB, upright
+    times: np.ndarray  # float64 [N] seconds (container timestamps)
+    indices: np.ndarray  # int64 [N] frame indices in presentation order
+    backend: str  # "decord" | "pyav"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _BackendFailed(Exception):
+    """decord could not serve this file; fall back to PyAV."""
+
+
+def segment_indices(num_frames_in_video: int, n: int) -> list[int]:
+    """The official InternVideo2 segment midpoints: seg = (len-1)/n; idx = int(seg/2) + round(seg*i)."""
+    if n <= 0 or num_frames_in_video <= 0:
+        raise ValueError("segment_indices needs n > 0 and a video with frames")
+    seg = float(num_frames_in_video - 1) / n
+    start = int(seg / 2)
+    return [start + int(np.round(seg * i)) for i in range(n)]
+
+
+def fps_grid(duration: float, fps: float, max_frames: int) -> tuple[np.ndarray, float]:
+    """Times 0, step, 2*step, ... below `duration`; step = 1/fps, or duration/max_frames when the cap binds."""
+    if fps <= 0 or max_frames <= 0:
+        raise ValueError("fps and max_frames must be positive")
+    step = 1.0 / fps
+    count = max(1, int(np.floor(duration * fps - 1e-9)) + 1)
+    if count > max_frames:
+        count, step = max_frames, duration / max_frames
+    return np.arange(count, dtype=np.float64) * step, step
+
+
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(w, h) with the short side scaled to `short_side` and the aspect kept (None: unchanged)."""
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+def _choose_backend(backend: str | None) -> str:
+    choice = backend or os.environ.get("VIDEOCHAT_VIDEO_BACKEND", "auto")
+    if choice not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {choice!r}")
+    return choice
+
+
+# ------------------------------------------------------------------------------------------------ decoders
+def _decode_decord(path: str, indices: np.ndarray, size: tuple[int, int], table: FrameTable) -> np.ndarray:
+    try:
+        import decord
+
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0], height=size[1], num_threads=0)
+    except Exception as err:  # decord raises its own DECORDError / RuntimeError types
+        raise _BackendFailed(f"decord cannot open it: {str(err).splitlines()[0][:200]}") from err
+    if len(reader) != len(table):  # its index disagrees with the container timestamps: times would be wrong
+        raise _BackendFailed(f"decord counts {len(reader)} frames, the container {len(table)}")
+    out = np.empty((len(indices), size[1], size[0], 3), dtype=np.uint8)  # [N, h, w, 3]
+    try:
+        for i in range(0, len(indices), CHUNK):
+            out[i : i + CHUNK] = reader.get_batch(indices[i : i + CHUNK].tolist()).asnumpy()
+    except Exception as err:
+        raise _BackendFailed(f"decord failed to decode: {str(err).splitlines()[0][:200]}") from err
+    return out
+
+
+def _decode_pyav(path: str, indices: np.ndarray, size: tuple[int, int], table: FrameTable) -> np.ndarray:
+    """Seek to the keyframe before each needed frame only when that skips work, then decode forward."""
+    out = np.empty((len(indices), size[1], size[0], 3), dtype=np.uint8)  # [N, h, w, 3]
+    want = table.pts[indices]
+    # For every frame, the index of the last keyframe at or before it (presentation order).
+    key_before = np.maximum.accumulate(np.where(table.keyframe, np.arange(len(table)), 0))
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        k, pos, frames, last = 0, None, None, None
+        back = 0  # extra keyframes to step back when a seek lands past the target
+        while k < len(want):
+            kf = int(key_before[indices[k]])
+            for _ in range(back):
+                kf = int(key_before[max(kf - 1, 0)])
+            if frames is None or pos is None or want[k] <= pos or table.pts[kf] > pos:
+                container.seek(int(table.pts[kf]), stream=stream, backward=True)
+                frames, pos, first = container.decode(stream), None, True
+            else:
+                first = False
+            progressed = False
+            try:
+                for frame in frames:
+                    fp = frame.pts if frame.pts is not None else frame.dts
+                    if fp is None:
+                        continue
+                    if first and fp > want[k] and kf > 0:
+                        break  # the seek landed after the target: step back one more keyframe
+                    first, pos = False, fp
+                    if fp < want[k]:
+                        continue
+                    last = frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+                    while k < len(want) and want[k] <= fp:  # exact match; a missing pts takes the next frame
+                        out[k] = last
+                        k += 1
+                    progressed = True
+                    back = 0
+                    if k >= len(want) or table.pts[int(key_before[indices[k]])] > pos:
+                        break  # done, or a seek is cheaper than decoding up to the next target
+                else:
+                    if last is None:
+                        raise CorruptVideoError(f"{os.path.basename(path)}: no frame could be decoded.")
+                    out[k:] = last  # stream ended early (damaged tail): repeat the last good frame
+                    k = len(want)
+            except av.FFmpegError as err:
+                raise CorruptVideoError(f"{os.path.basename(path)}: decoding failed ({err.strerror}).") from err
+            if not progressed and k < len(want):
+                back += 1
+                frames = None
+                if back > 8:
+                    raise CorruptVideoError(f"{os.path.basename(path)}: seeking to frame {indices[k]} failed.")
+    return out
+
+
+def _rotate(images: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn stored frames upright: `rotation` is counter-clockwise degrees, as np.rot90 counts."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(images, k=k, axes=(1, 2))) if k else images
+
+
+def _load(path: str, indices: np.ndarray, short_side: int | None, backend: str | None) -> Frames:
+    key = _file_key(path)
+    table, info = _cached(*key)
+    path = key[0]
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(table)):
+        raise ValueError(f"frame indices must be in [0, {len(table)}), got {indices.min()}..{indices.max()}")
+    # Decoders work on the stored (unrotated) picture: size the short side there, then turn upright.
+    stored_w, stored_h = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
+    size = output_size(stored_w, stored_h, short_side)
+    uniq, inverse = np.unique(indices, return_inverse=True)
+    choice = _choose_backend(backend)
+    used = "pyav"
+    decoded = None
+    if choice in ("auto", "decord"):
+        try:
+            decoded, used = _decode_decord(path, uniq, size, table), "decord"
+        except _BackendFailed as why:
+            if choice == "decord":
+                raise CorruptVideoError(f"decord cannot read {os.path.basename(path)}: {why}") from why
+            log.info("decord cannot serve %s (%s); falling back to PyAV", os.path.basename(path), why)
+    if decoded is None:
+        decoded = _decode_pyav(path, uniq, size, table)
+    log.info("sampled %d frames of %s with %s", len(indices), os.path.basename(path), used)
+    images = _rotate(decoded[inverse] if len(uniq) != len(indices) else decoded, info.rotation)
+    return Frames(images=images, times=table.times[indices].copy(), indices=indices, backend=used)
+
+
+# ------------------------------------------------------------------------------------------------- public
+def sample_indices(
+    path: str, indices: Sequence[int] | np.ndarray, short_side: int | None = 224, backend: str | None = None
+) -> Frames:
+    """These frames (presentation-order indices), in the given order."""
+    return _load(str(path), np.asarray(indices, dtype=np.int64), short_side, backend)
+
+
+def sample_segments(path: str, n: int, short_side: int | None = 224, backend: str | None = None) -> Frames:
+    """n segment midpoints over the whole video (InternVideo2's sampling)."""
+    table = _cached(*_file_key(path))[0]
+    return _load(str(path), np.asarray(segment_indices(len(table), n)), short_side, backend)
+
+
+def sample_fps(
+    path: str, fps: float, max_frames: int, short_side: int | None = 224, backend: str | None = None
+) -> Frames:
+    """The frame shown at t = 0, 1/fps, 2/fps, ...; when more than max_frames, max_frames spread evenly.
+    A frame shown at several grid times (fps above the video's rate) appears once."""
+    table = _cached(*_file_key(path))[0]
+    grid, _ = fps_grid(table.duration, fps, max_frames)
+    idx = table.index_at(grid)
+    return _load(str(path), idx[np.sort(np.unique(idx, return_index=True)[1])], short_side, backend)
+
+
+def sample_window(
+    path: str,
+    t0: float,
+    t1: float,
+    n: int | None = None,
+    fps: float | None = None,
+    short_side: int | None = 224,
+    backend: str | None = None,
+) -> Frames:
+    """Dense frames in [t0, t1]: `n` frames at the midpoints of n equal parts (exactly n, repeats possible in a
+    window shorter than n frames), or the frames shown at t0, t0 + 1/fps, ... (distinct), or with neither every
+    frame in the window."""
+    table = _cached(*_file_key(path))[0]
+    t0, t1 = max(0.0, float(t0)), min(float(t1), table.duration)
+    if t1 < t0:
+        raise ValueError(f"empty window [{t0}, {t1}] (video is {table.duration:.2f} s)")
+    if n is not None:
+        idx = table.index_at(t0 + (t1 - t0) * (np.arange(n) + 0.5) / n)
+    elif fps is not None:
+        idx = np.unique(table.index_at(np.arange(t0, t1 + 1e-9, 1.0 / fps)))
+    else:
+        idx = np.flatnonzero((table.times >= t0 - 1e-6) & (table.times <= t1 + 1e-6))
+        if not len(idx):
+            idx = table.index_at(np.array([t0]))
+    return _load(str(path), idx, short_side, backend)
+
+
+def frames_info(path: str) -> tuple[FrameTable, VideoInfo]:
+    """(frame table, info) from the cache, for planners that need real frame times."""
+    return _cached(*_file_key(path))
