@@ -150,7 +150,7 @@ def _build_table(path: str, size: int) -> tuple[FrameTable, VideoInfo]:
         try:
             container.seek(0)
             for frame in container.decode(stream):
-                rotation = int(round(frame.rotation or 0))
+                rotation = round(frame.rotation or 0)
                 break
             else:
                 raise CorruptVideoError(f"{name}: no frame of its video could be decoded.")

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import av
 import numpy as np
@@ -75,7 +76,19 @@ def _choose_backend(backend: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ decoders
+@lru_cache(maxsize=64)
+def _decord_turns_upright(path: str, mtime_ns: int, size: int, rotation: int) -> bool:
+    """Whether decord applies the rotation itself (it reads the legacy `rotate` tag): its native frame is then
+    as displayed. Checked once per rotated file."""
+    import decord
+
+    shape = decord.VideoReader(path, ctx=decord.cpu(0)).next().shape  # [H, W, 3]
+    return (rotation in (90, -90) and shape[0] > shape[1]) or rotation == 180  # portrait out of a landscape store
+
+
 def _decode_decord(path: str, indices: np.ndarray, size: tuple[int, int], table: FrameTable) -> np.ndarray:
+    """Frames as decord returns them; the caller's `size` is for the stored picture, swapped when decord
+    already turns the picture upright (then the returned rotation to apply is 0, see `_load`)."""
     try:
         import decord
 
@@ -147,6 +160,13 @@ def _decode_pyav(path: str, indices: np.ndarray, size: tuple[int, int], table: F
     return out
 
 
+def _decord_upright(key: tuple[str, int, int], rotation: int) -> bool:
+    try:
+        return _decord_turns_upright(*key, rotation)
+    except Exception as err:
+        raise _BackendFailed(f"decord cannot open it: {str(err).splitlines()[0][:200]}") from err
+
+
 def _rotate(images: np.ndarray, rotation: int) -> np.ndarray:
     """Turn stored frames upright: `rotation` is counter-clockwise degrees, as np.rot90 counts."""
     k = (rotation // 90) % 4
@@ -165,19 +185,23 @@ def _load(path: str, indices: np.ndarray, short_side: int | None, backend: str |
     size = output_size(stored_w, stored_h, short_side)
     uniq, inverse = np.unique(indices, return_inverse=True)
     choice = _choose_backend(backend)
-    used = "pyav"
+    used, turn = "pyav", info.rotation
     decoded = None
     if choice in ("auto", "decord"):
         try:
-            decoded, used = _decode_decord(path, uniq, size, table), "decord"
+            dsize = size
+            if info.rotation and _decord_upright(key, info.rotation):
+                dsize, turn = (size[1], size[0]) if info.rotation in (90, -90) else size, 0
+            decoded, used = _decode_decord(path, uniq, dsize, table), "decord"
         except _BackendFailed as why:
             if choice == "decord":
                 raise CorruptVideoError(f"decord cannot read {os.path.basename(path)}: {why}") from why
             log.info("decord cannot serve %s (%s); falling back to PyAV", os.path.basename(path), why)
+            turn = info.rotation
     if decoded is None:
         decoded = _decode_pyav(path, uniq, size, table)
     log.info("sampled %d frames of %s with %s", len(indices), os.path.basename(path), used)
-    images = _rotate(decoded[inverse] if len(uniq) != len(indices) else decoded, info.rotation)
+    images = _rotate(decoded[inverse] if len(uniq) != len(indices) else decoded, turn)
     return Frames(images=images, times=table.times[indices].copy(), indices=indices, backend=used)
 
 
