@@ -31,7 +31,7 @@ def gelu(x: Tensor) -> Tensor:
 
 def attention(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
     """q [B, Nq, C], k/v [B, Nk, C] -> [B, Nq, C], explicit softmax per head."""
-    b, nq, c = q.shape
+    _b, _nq, c = q.shape
     d = c // heads
     out = torch.empty_like(q)
     for h in range(heads):
@@ -59,7 +59,7 @@ def linear_matrix(n_in: int, n_out: int) -> Tensor:
     m = torch.zeros(n_out, n_in, dtype=torch.float64)
     for i in range(n_out):
         src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
-        i0 = min(int(math.floor(src)), n_in - 1)
+        i0 = min(math.floor(src), n_in - 1)
         i1 = min(i0 + 1, n_in - 1)
         t = src - i0
         m[i, i0] += 1 - t
@@ -91,7 +91,7 @@ def cubic_matrix(n_in: int, n_out: int, a: float = -0.75) -> Tensor:
 def resample_table(table: Tensor, t0: int, t: int, gh: int, gw: int) -> Tensor:
     """[1, 1 + t0*g0*g0, C] -> [1, 1 + t*gh*gw, C]: linear over time, bicubic over space, cls row kept."""
     c = table.shape[-1]
-    g0 = int(round(math.sqrt((table.shape[1] - 1) / t0)))
+    g0 = round(math.sqrt((table.shape[1] - 1) / t0))
     grid = table[0, 1:].double().reshape(t0, g0, g0, c)
     out = torch.einsum("Tt,Hh,Ww,thwc->THWc", linear_matrix(t0, t), cubic_matrix(g0, gh), cubic_matrix(g0, gw), grid)
     return torch.cat([table[:, :1].double(), out.reshape(1, t * gh * gw, c)], dim=1)
@@ -116,7 +116,7 @@ def vit(sd: dict[str, Tensor], frames: Tensor, heads: int, num_blocks: int, pref
         table, t0 = g["img_pos_embed"], 1
     else:
         table = g["pos_embed"]
-        g0 = int(round(math.sqrt(sd[prefix + "img_pos_embed"].shape[1] - 1))) if prefix + "img_pos_embed" in sd else None
+        g0 = round(math.sqrt(sd[prefix + "img_pos_embed"].shape[1] - 1)) if prefix + "img_pos_embed" in sd else None
         t0 = (table.shape[1] - 1) // (g0 * g0) if g0 else None
         if t0 is None:
             raise ValueError("reference needs img_pos_embed to know the grid")
@@ -132,7 +132,10 @@ def vit(sd: dict[str, Tensor], frames: Tensor, heads: int, num_blocks: int, pref
         a = attention(qq, kk, vv, heads) @ g[q + "attn.proj.weight"].T + g[q + "attn.proj.bias"]
         x = x + ls1 * a
         y = rmsnorm(x, g[q + "norm2.weight"])
-        m = gelu(y @ g[q + "mlp.fc1.weight"].T + g[q + "mlp.fc1.bias"]) @ g[q + "mlp.fc2.weight"].T + g[q + "mlp.fc2.bias"]
+        m = (
+            gelu(y @ g[q + "mlp.fc1.weight"].T + g[q + "mlp.fc1.bias"]) @ g[q + "mlp.fc2.weight"].T
+            + g[q + "mlp.fc2.bias"]
+        )
         x = x + ls2 * m
     return x
 
@@ -146,19 +149,25 @@ def bert_sublayer(sd, name: str, x: Tensor, kv: Tensor, heads: int, mask: Tensor
     k = linear(sd, name + ".self.key", kv)
     v = linear(sd, name + ".self.value", kv)
     a = linear(sd, name + ".output.dense", attention(q, k, v, heads, mask))
-    return layernorm(a + x, sd[name + ".output.LayerNorm.weight"].double(), sd[name + ".output.LayerNorm.bias"].double(), 1e-12)
+    return layernorm(
+        a + x, sd[name + ".output.LayerNorm.weight"].double(), sd[name + ".output.LayerNorm.bias"].double(), 1e-12
+    )
 
 
 def bert_ffn(sd, name_in: str, name_out: str, x: Tensor) -> Tensor:
     y = linear(sd, name_out + ".dense", gelu(linear(sd, name_in + ".dense", x)))
-    return layernorm(y + x, sd[name_out + ".LayerNorm.weight"].double(), sd[name_out + ".LayerNorm.bias"].double(), 1e-12)
+    return layernorm(
+        y + x, sd[name_out + ".LayerNorm.weight"].double(), sd[name_out + ".LayerNorm.bias"].double(), 1e-12
+    )
 
 
 def qformer(sd, vision: Tensor, heads: int, layers: int, prefix: str = "qformer.bert.") -> Tensor:
     """96 queries (query_tokens ++ extra_query_tokens), no text; cross-attention where the layer has it."""
     b = vision.shape[0]
     q = torch.cat([sd["query_tokens"], sd["extra_query_tokens"]], dim=1).double().expand(b, -1, -1)
-    x = layernorm(q, sd[prefix + "embeddings.LayerNorm.weight"].double(), sd[prefix + "embeddings.LayerNorm.bias"].double(), 1e-12)
+    x = layernorm(
+        q, sd[prefix + "embeddings.LayerNorm.weight"].double(), sd[prefix + "embeddings.LayerNorm.bias"].double(), 1e-12
+    )
     for i in range(layers):
         p = f"{prefix}encoder.layer.{i}."
         x = bert_sublayer(sd, p + "attention", x, x, heads)
@@ -174,7 +183,9 @@ def bridge(sd, tokens: Tensor, qf_heads: int, qf_layers: int) -> Tensor:
     return linear(sd, "project_up", qformer(sd, tokens.double(), qf_heads, qf_layers))
 
 
-def bert_text(sd, input_ids: Tensor, mask: Tensor, heads: int, layers: int, prefix: str = "text_encoder.bert.") -> Tensor:
+def bert_text(
+    sd, input_ids: Tensor, mask: Tensor, heads: int, layers: int, prefix: str = "text_encoder.bert."
+) -> Tensor:
     """CLS hidden state after `layers` text-only BERT layers."""
     e = prefix + "embeddings."
     pos = torch.arange(input_ids.shape[1])

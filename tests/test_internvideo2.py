@@ -78,7 +78,9 @@ def vit_state(gen: torch.Generator, blocks: int, t0: int, gamma_form: bool = Fal
     return sd
 
 
-def bert_layer_state(sd: dict, p: str, gen: torch.Generator, hidden: int, inter: int, cross_width: int | None, query_ffn: bool) -> None:
+def bert_layer_state(
+    sd: dict, p: str, gen: torch.Generator, hidden: int, inter: int, cross_width: int | None, query_ffn: bool
+) -> None:
     for kind, kv_width in (("attention", hidden), ("crossattention", cross_width)):
         if kv_width is None:
             continue
@@ -87,7 +89,11 @@ def bert_layer_state(sd: dict, p: str, gen: torch.Generator, hidden: int, inter:
         _linear(sd, f"{p}{kind}.self.value", gen, hidden, kv_width)
         _linear(sd, f"{p}{kind}.output.dense", gen, hidden, hidden)
         _norm(sd, f"{p}{kind}.output.LayerNorm", gen, hidden)
-    ffns = (("intermediate", "output"), ("intermediate_query", "output_query")) if query_ffn else (("intermediate", "output"),)
+    ffns = (
+        (("intermediate", "output"), ("intermediate_query", "output_query"))
+        if query_ffn
+        else (("intermediate", "output"),)
+    )
     for inter_name, out_name in ffns:
         _linear(sd, f"{p}{inter_name}.dense", gen, inter, hidden)
         _linear(sd, f"{p}{out_name}.dense", gen, hidden, inter)
@@ -203,14 +209,21 @@ def test_interpolated_resolution_matches_reference(chat_ckpt, chat_encoder) -> N
         table_a = chat_encoder.vision_encoder.position_table(6, 12, 14)
         table_b = chat_encoder.vision_encoder.position_table(6, 12, 14)
     assert table_a is table_b  # cached per (T, H, W)
-    torch.testing.assert_close(table_a.double(), ref.resample_table(sd["vision_encoder.pos_embed"], 8, 6, 12, 14), atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(
+        table_a.double(), ref.resample_table(sd["vision_encoder.pos_embed"], 8, 6, 12, 14), atol=ATOL, rtol=ATOL
+    )
     torch.testing.assert_close(tokens.double(), ref.vit(sd, x, VIT_HEADS, 3), atol=ATOL, rtol=ATOL)
 
 
 def test_chat_encoder_structure(chat_encoder) -> None:
     assert len(chat_encoder.vision_encoder.blocks) == 3  # depth 4, cut before the last block
     assert chat_encoder.bridge.qformer.config.cross_attention_frequency == 2
-    assert [layer.has_cross_attention for layer in chat_encoder.bridge.qformer.encoder.layer] == [True, False, True, False]
+    assert [layer.has_cross_attention for layer in chat_encoder.bridge.qformer.encoder.layer] == [
+        True,
+        False,
+        True,
+        False,
+    ]
     assert not any(n.startswith("lm") for n, _ in chat_encoder.named_parameters())
 
 
@@ -241,12 +254,20 @@ def test_preprocess_resizes_center_crops_and_normalises() -> None:
 
 def test_missing_weights_are_named(tmp_path: Path) -> None:
     sd = chat_state()
-    del sd["vision_encoder.blocks.1.attn.proj.weight"], sd["project_up.bias"], sd["qformer.bert.encoder.layer.2.crossattention.self.key.bias"]
+    del (
+        sd["vision_encoder.blocks.1.attn.proj.weight"],
+        sd["project_up.bias"],
+        sd["qformer.bert.encoder.layer.2.crossattention.self.key.bias"],
+    )
     write_sharded(sd, tmp_path / "ckpt", shards=1)
     with pytest.raises(CheckpointError) as err:
         build_chat_encoder(VisionSpec(source=str(tmp_path / "ckpt"), preset="tiny", llm_hidden=LLM_HIDDEN), "cpu")
     msg = str(err.value)
-    for name in ("vision_encoder.blocks.1.attn.proj.weight", "bridge.project_up.bias", "crossattention.attention.key.bias"):
+    for name in (
+        "vision_encoder.blocks.1.attn.proj.weight",
+        "bridge.project_up.bias",
+        "crossattention.attention.key.bias",
+    ):
         assert name in msg
 
 
@@ -366,9 +387,9 @@ def test_merge_lora_equals_lora_forward() -> None:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory):
-    from model.assets import smollm2_dir
-
     from transformers import AutoTokenizer
+
+    from model.assets import smollm2_dir
 
     tok_dir = smollm2_dir()
     vocab = len(AutoTokenizer.from_pretrained(tok_dir))
@@ -380,7 +401,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory):
             (src / f).write_bytes((tok_dir / f).read_bytes())
     (src / "config.json").write_text(json.dumps({"model_config": {"llm": {"lora_r": LM["r"], "lora_alpha": 8}}}))
     out = tmp_path_factory.mktemp("converted")
-    convert_chat_checkpoint(src, out, progress=False, preset="tiny", llm_config={"head_dim": LM["head_dim"]}, max_shard_bytes=4 << 20)
+    convert_chat_checkpoint(
+        src, out, progress=False, preset="tiny", llm_config={"head_dim": LM["head_dim"]}, max_shard_bytes=4 << 20
+    )
     return src, sd, out
 
 
@@ -397,7 +420,10 @@ def test_converted_llm_has_merged_bf16_weights(converted) -> None:
         with safe_open(str(out / "llm" / index["weight_map"][name]), "pt") as f:
             got = f.get_tensor(name)
         base = LM_PREFIX + name.removesuffix(".weight")
-        want = sd[base + ".weight"] + (8 / LM["r"]) * sd[base + ".lora_B.default.weight"] @ sd[base + ".lora_A.default.weight"]
+        want = (
+            sd[base + ".weight"]
+            + (8 / LM["r"]) * sd[base + ".lora_B.default.weight"] @ sd[base + ".lora_A.default.weight"]
+        )
         assert got.dtype == torch.bfloat16
         torch.testing.assert_close(got, want.to(torch.bfloat16))
     with safe_open(str(out / "llm" / index["weight_map"]["model.norm.weight"]), "pt") as f:
@@ -408,7 +434,9 @@ def test_converted_vision_folder_loads_and_matches(converted) -> None:
     src, _, out = converted
     spec = VisionSpec(source=str(out), preset="tiny", llm_hidden=LM["hidden"], dtype="fp32")
     from_conv = build_chat_encoder(spec, "cpu")
-    from_src = build_chat_encoder(VisionSpec(source=str(src), preset="tiny", llm_hidden=LM["hidden"], dtype="fp32"), "cpu")
+    from_src = build_chat_encoder(
+        VisionSpec(source=str(src), preset="tiny", llm_hidden=LM["hidden"], dtype="fp32"), "cpu"
+    )
     x = clip(9, 1, 4)
     torch.testing.assert_close(from_conv.encode(x), from_src.encode(x))
 
@@ -439,7 +467,9 @@ def test_converted_llm_same_greedy_tokens_in_transformers_and_vllm(converted, tm
     script = tmp_path / "greedy.py"
     script.write_text(textwrap.dedent(GREEDY_SCRIPT))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(llm_dir), prompt], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(llm_dir), prompt], capture_output=True, text=True, env=env, timeout=600
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("TOKENS=")), None)
     assert line is not None, proc.stderr[-3000:]
     assert json.loads(line.removeprefix("TOKENS=")) == hf_tokens

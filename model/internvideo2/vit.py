@@ -145,6 +145,8 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    naive: bool = False  # set on the class by the benchmark to compare with the naive path
+
     def __init__(self, cfg: VisionTransformerConfig) -> None:
         super().__init__()
         self.heads = cfg.heads
@@ -159,7 +161,11 @@ class Attention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x [B, N, C]
         q, k = self.q_norm(q), self.k_norm(k)
-        if flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        if self.naive:  # benchmark baseline: materialises the [B, heads, N, N] scores
+            q, k, v = (t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # [B, H, N, N]
+            out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        elif flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             shape = (b, n, self.heads, self.head_dim)
             out = flash_attn_func(q.reshape(shape), k.reshape(shape), v.reshape(shape)).reshape(b, n, c)
         else:
