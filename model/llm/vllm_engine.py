@@ -106,7 +106,14 @@ class VLLMEngine(Engine):
             raise EngineError("The LLM engine is closed")
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        outputs = self.llm.generate({"prompt_embeds": prompt_embeds}, self.sampling_params(params), request_id)
+        prompt: Any = {"prompt_embeds": prompt_embeds}
+        renderer = getattr(self.llm, "renderer", None)
+        if hasattr(renderer, "render_cmpl_async"):  # vLLM >= 0.3x: render first (raw prompts are deprecated)
+            try:
+                (prompt,) = await renderer.render_cmpl_async([prompt])
+            except ValueError as err:
+                raise EngineError(f"vLLM refused the prompt: {err}") from err
+        outputs = self.llm.generate(prompt, self.sampling_params(params), request_id)
         # aclosing: when our consumer stops (Stop button, closed tab), vLLM's generator is closed at
         # once, and vLLM aborts the request on that GeneratorExit/CancelledError.
         async with contextlib.aclosing(outputs):
@@ -128,3 +135,5 @@ class VLLMEngine(Engine):
         if not self._closed:
             self._closed = True
             self.llm.shutdown()
+            # Drop it now: vLLM's __del__ shuts down again, which fails at interpreter exit.
+            del self.llm
