@@ -18,6 +18,7 @@ class AppSettings:
     ingest_concurrency: int = 1  # uploads processed at once (CPU/GPU heavy)
     session_ttl_s: int = 6 * 3600  # a session's state is dropped this long after its last use
     title: str = "VideoChat Studio"
+    cache_dir: str | None = None  # video memories; None: the memory package's default
 
     @property
     def max_file_size(self) -> int:
@@ -29,6 +30,7 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         max_upload_mb=float(getattr(args, "max_upload_mb", AppSettings.max_upload_mb)),
         max_duration_min=float(getattr(args, "max_duration_min", AppSettings.max_duration_min)),
         concurrency=int(getattr(args, "concurrency", AppSettings.concurrency)),
+        cache_dir=getattr(args, "cache_dir", None),
     )
     if s.max_upload_mb <= 0 or s.max_duration_min <= 0 or s.concurrency < 1:
         raise ConfigError("--max-upload-mb, --max-duration-min and --concurrency must be positive")

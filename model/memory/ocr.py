@@ -19,9 +19,7 @@ class OCRReader:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as err:
-            raise ModelAccessError(
-                "OCR needs the packaged rapidocr-onnxruntime; run `bash scripts/setup.sh`."
-            ) from err
+            raise ModelAccessError("OCR needs the packaged rapidocr-onnxruntime; run `bash scripts/setup.sh`.") from err
         return cls(RapidOCR(), min_confidence=min_confidence)
 
     def read(self, image: np.ndarray) -> list[tuple[str, float]]:

@@ -1,0 +1,172 @@
+"""`launch.py ingest` and `launch.py ask`: the memory pipeline from the command line, with tqdm progress."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model.errors import VideoChatError
+
+Progress = Callable[[str, float], None]
+
+
+class _StageBar:
+    """`progress(stage, fraction)` callbacks as one tqdm bar per stage, on stderr so --json stays clean."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.stage: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=stage, unit="%", file=sys.stderr, leave=False)
+        self.bar.n = int(max(0.0, min(1.0, fraction)) * 100)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.n = self.bar.total
+            self.bar.refresh()
+            self.bar.close()
+            self.bar = None
+
+
+def _check_file(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise VideoChatError(f"No such file: {path}")
+    if p.is_dir():
+        raise VideoChatError(f"{path} is a folder, not a video file")
+    return p
+
+
+def load_runtime(args: argparse.Namespace, bar: _StageBar) -> Any:
+    from model.profiles import get_profile
+    from model.runtime import Runtime
+
+    profile = get_profile(getattr(args, "profile", "auto"))
+    runtime = Runtime.load(profile, llm_url=getattr(args, "llm_url", None), progress=bar)
+    bar.close()
+    return runtime
+
+
+def ingest_command(args: argparse.Namespace) -> int:
+    """Probe + clip plan (fast, no models); with --full also transcribe, encode and cache the memory."""
+    from model.media import plan_clips, probe
+    from model.profiles import get_profile
+
+    path = _check_file(args.video)
+    info = probe(path)
+    profile = get_profile(args.profile)
+    fps = float(args.fps or profile.sampling.fps)
+    per_clip = int(args.frames_per_clip or profile.sampling.frames_per_clip)
+    if fps <= 0 or per_clip <= 0:
+        raise VideoChatError("--fps and --frames-per-clip must be positive")
+    plans = plan_clips(info, fps=fps, frames_per_clip=per_clip, max_frames=profile.sampling.max_frames)
+    out: dict[str, Any] = {
+        "probe": {k: (str(v) if isinstance(v, Path) else v) for k, v in info.to_dict().items()},
+        "profile": profile.name,
+        "sampling": {"fps": fps, "frames_per_clip": per_clip, "max_frames": profile.sampling.max_frames},
+        "clips": [p.to_dict() for p in plans],
+    }
+    if args.full:
+        from model.memory.assistant import Assistant
+
+        bar = _StageBar()
+        runtime = load_runtime(args, bar)
+        try:
+            assistant = Assistant(runtime, cache_dir=args.cache_dir)
+            memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
+            bar.close()
+            out["memory"] = memory.summary()
+        finally:
+            asyncio.run(runtime.close())
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        d = out["probe"]
+        print(
+            f"{path.name}: {d['duration']:.2f} s, {d['width']}x{d['height']} @ {d['fps']:.3f} fps, "
+            f"{d['frame_count']} frames, codec {d['codec']}, rotation {d['rotation']}, audio {d['has_audio']}"
+        )
+        print(f"{len(plans)} clips of {per_clip} frames at {fps:g} fps")
+        for p in plans[:10]:
+            print(f"  clip {p.index}: {p.start:.2f}-{p.end:.2f} s")
+        if len(plans) > 10:
+            print(f"  ... {len(plans) - 10} more")
+        if "memory" in out:
+            m = out["memory"]
+            print(f"memory {m['key']} ({'cached' if m['from_cache'] else 'built'}): {len(m['transcript'])} lines")
+    return 0
+
+
+def ask_command(args: argparse.Namespace) -> int:
+    """Answer one question: {answer, citations, evidence, moments, notes, timings} with --json."""
+    from model.memory.assistant import Assistant, ChatSettings
+
+    path = _check_file(args.video)
+    from model.media import probe
+
+    probe(path)  # a bad file fails before minutes of model loading
+    bar = _StageBar()
+    t0 = time.perf_counter()
+    runtime = load_runtime(args, bar)
+    load_s = time.perf_counter() - t0
+
+    async def run() -> Any:
+        try:
+            assistant = Assistant(runtime, cache_dir=args.cache_dir)
+            t = time.perf_counter()
+            memory = await asyncio.to_thread(assistant.ingest, path, bar)
+            bar.close()
+            ingest_s = time.perf_counter() - t
+            settings = ChatSettings(max_tokens=args.max_tokens, temperature=args.temperature)
+            if args.json:
+                answer = await assistant.answer(memory, args.question, settings=settings)
+            else:  # stream the text as it comes
+                from model.memory.assistant import AnswerDelta, AnswerDone
+
+                answer = None
+                async for event in assistant.ask(memory, args.question, settings=settings):
+                    if isinstance(event, AnswerDelta):
+                        print(event.text, end="", flush=True)
+                    elif isinstance(event, AnswerDone):
+                        answer = event.answer
+                print()
+            return answer, memory, ingest_s
+        finally:
+            await runtime.close()
+
+    answer, memory, ingest_s = asyncio.run(run())
+    if args.json:
+        result = answer.to_dict()
+        out = {
+            "question": args.question,
+            "answer": result["text"],
+            "citations": result["citations"],
+            "evidence": result["evidence"],
+            "moments": result["moments"],
+            "notes": result["notes"],
+            "timings": {"load_s": round(load_s, 3), "ingest_s": round(ingest_s, 3), **result["timings"]},
+            "video": {"path": str(path), "duration": memory.duration, "from_cache": memory.from_cache},
+            "profile": runtime.profile.name,
+        }
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        if answer.evidence:
+            spans = ", ".join(f"{e.start:.0f}-{e.end:.0f}s" for e in answer.evidence)
+            print(f"evidence: {spans}", file=sys.stderr)
+    return 0

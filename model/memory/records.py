@@ -1,0 +1,128 @@
+"""What the memory keeps about one video: a record per clip plus video-level transcript and search indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.speech import Transcript
+
+
+@dataclass
+class ClipRecord:
+    """One clip of the memory's clip plan and everything ingestion learned about it."""
+
+    index: int
+    start: float  # seconds
+    end: float
+    frame_times: list[float]  # container timestamps of the frames the encoder saw
+    transcript: str = ""  # speech overlapping [start, end]
+    ocr: list[str] = field(default_factory=list)  # distinct on-screen text lines
+    ocr_times: list[float] = field(default_factory=list)  # frame times OCR looked at
+    embeddings: torch.Tensor | None = None  # [96, llm_hidden] fp16 from the chat encoder (None in lite)
+
+    @property
+    def ocr_text(self) -> str:
+        return " | ".join(self.ocr)
+
+    @property
+    def search_text(self) -> str:
+        """What lite search and the text embedder see for this clip."""
+        parts = [self.transcript.strip()]
+        if self.ocr:
+            parts.append("On screen: " + self.ocr_text)
+        return " ".join(p for p in parts if p)
+
+    @property
+    def mid_time(self) -> float:
+        return self.frame_times[len(self.frame_times) // 2] if self.frame_times else (self.start + self.end) / 2
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "start": self.start,
+            "end": self.end,
+            "frame_times": list(self.frame_times),
+            "transcript": self.transcript,
+            "ocr": list(self.ocr),
+            "ocr_times": list(self.ocr_times),
+        }
+
+
+@dataclass
+class VideoMemory:
+    """Everything needed to answer questions about one video without touching the models again."""
+
+    key: str  # cache key (content hash + profile + sampling)
+    path: Path
+    profile: str
+    info: Any  # model.media.VideoInfo
+    transcript: Transcript
+    clips: list[ClipRecord]
+    sampling: dict[str, Any]  # fps, frames_per_clip, max_frames, short_side
+    retrieval_embeddings: np.ndarray | None = None  # [N, 512] float32, L2-normalised (stage-2 model)
+    text_embeddings: np.ndarray | None = None  # [N, d] float32, L2-normalised (transcript + OCR per clip)
+    segment_embeddings: np.ndarray | None = None  # [S, d] float32, one per transcript segment
+    thumbnails: list[bytes] = field(default_factory=list)  # one small JPEG per clip
+    timings: dict[str, float] = field(default_factory=dict)
+    from_cache: bool = False
+
+    @property
+    def duration(self) -> float:
+        return float(self.info.duration)
+
+    @property
+    def has_video_embeddings(self) -> bool:
+        return bool(self.clips) and all(c.embeddings is not None for c in self.clips)
+
+    def clip_at(self, t: float) -> ClipRecord:
+        """The clip whose range holds `t` (the nearest one for times between clips)."""
+        if not self.clips:
+            raise IndexError("memory has no clips")
+        for c in self.clips:
+            if c.start <= t < c.end:
+                return c
+        return min(self.clips, key=lambda c: min(abs(c.start - t), abs(c.end - t)))
+
+    def thumbnail(self, clip_index: int) -> np.ndarray | None:
+        """The clip's thumbnail as uint8 [H, W, 3] RGB (None when there is none)."""
+        if not 0 <= clip_index < len(self.thumbnails) or not self.thumbnails[clip_index]:
+            return None
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(self.thumbnails[clip_index], np.uint8), cv2.IMREAD_COLOR)
+        return None if img is None else np.ascontiguousarray(img[:, :, ::-1])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe overview (for `launch.py ingest --full --json`)."""
+        info = self.info.to_dict() if hasattr(self.info, "to_dict") else dict(vars(self.info))
+        return {
+            "key": self.key,
+            "profile": self.profile,
+            "from_cache": self.from_cache,
+            "info": {k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()},
+            "sampling": self.sampling,
+            "transcript": [
+                {"start": round(s.start, 2), "end": round(s.end, 2), "text": s.text} for s in self.transcript.segments
+            ],
+            "language": self.transcript.language,
+            "clips": [
+                {
+                    "index": c.index,
+                    "start": round(c.start, 3),
+                    "end": round(c.end, 3),
+                    "frames": len(c.frame_times),
+                    "transcript": c.transcript,
+                    "ocr": c.ocr,
+                    "embeddings": None if c.embeddings is None else list(c.embeddings.shape),
+                }
+                for c in self.clips
+            ],
+            "retrieval_index": self.retrieval_embeddings is not None,
+            "text_index": self.text_embeddings is not None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
