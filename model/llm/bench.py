@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", default="1,4,8", help="comma list of concurrent stream counts")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--model-dir", default=None, help="measure this transformers folder instead of the profile's")
+    parser.add_argument("--device", default=None, help="default: the profile's (cuda when available for GPU profiles)")
 
 
 async def _one(engine: Any, embeds: Any, params: Any, request_id: str, t0: float) -> dict[str, float | str]:
@@ -34,7 +36,11 @@ async def _one(engine: Any, embeds: Any, params: Any, request_id: str, t0: float
         if first is None:
             first = time.perf_counter() - t0
         parts.append(delta)
-    return {"ttft": first if first is not None else float("nan"), "end": time.perf_counter() - t0, "text": "".join(parts)}
+    return {
+        "ttft": first if first is not None else float("nan"),
+        "end": time.perf_counter() - t0,
+        "text": "".join(parts),
+    }
 
 
 async def _measure(engine: Any, builder: Any, concurrency: list[int], max_tokens: int) -> dict[str, Any]:
@@ -72,9 +78,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from model.runtime import pick_device
 
     profile = get_profile(args.profile)
-    device = pick_device(profile)
+    device = args.device or pick_device(profile)
     spec = replace(profile.llm, max_model_len=args.max_model_len)
-    model_dir = Path(resolve_llm_dir(spec, profile.vision))
+    model_dir = Path(args.model_dir) if args.model_dir else Path(resolve_llm_dir(spec, profile.vision))
     builder = PromptBuilder(spec.template, model_dir, max_model_len=args.max_model_len)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     names = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "model": str(model_dir),
-        "device": device,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
         "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
         "max_tokens": args.max_tokens,
         "engines": {},
