@@ -1,0 +1,97 @@
+"""Fast checks of the LLM package's parts that need no running engine: model-folder resolution, engine
+choice errors, the remote wire format (decoded by vLLM's own loader), incremental detokenisation and
+stop strings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model.errors import ModelAccessError
+from model.llm import EngineError, create_engine, resolve_llm_dir
+from model.llm.engine import engine_dtype
+from model.llm.hf import IncrementalDecoder, apply_stop
+from model.llm.remote import encode_prompt_embeds
+from model.profiles import LITE, LLMSpec
+
+SPEC = LLMSpec(source="packaged:smollm2", template="chatml")
+
+
+@pytest.fixture(scope="module")
+def smol_dir() -> Path:
+    from model.assets import smollm2_dir
+
+    return smollm2_dir()
+
+
+def test_resolve_llm_dir(smol_dir: Path, tmp_path: Path) -> None:
+    assert resolve_llm_dir(LITE.llm, None) == smol_dir
+    assert resolve_llm_dir(replace(SPEC, source=str(smol_dir))) == smol_dir
+    with pytest.raises(EngineError, match=r"no config\.json"):
+        resolve_llm_dir(replace(SPEC, source=str(tmp_path)))
+    with pytest.raises(EngineError, match="needs a vision source"):
+        resolve_llm_dir(replace(SPEC, source="converted"), None)
+    # A hub id that is not cached, with the hub offline (tests/conftest.py): a clear access error.
+    with pytest.raises(ModelAccessError, match=r"not cached|cannot be reached|hub"):
+        resolve_llm_dir(replace(SPEC, source="someone/not-a-cached-model"))
+
+
+def test_engine_choice_errors(smol_dir: Path) -> None:
+    with pytest.raises(EngineError, match="--llm-url"):
+        create_engine(replace(SPEC, engine="remote"), smol_dir, "cpu")
+    with pytest.raises(EngineError, match="Unknown LLM engine"):
+        create_engine(replace(SPEC, engine="llamacpp"), smol_dir, "cpu")
+    with pytest.raises(EngineError, match="needs a CUDA GPU"):  # refused before vLLM starts anything
+        create_engine(replace(SPEC, engine="vllm", quantization="fp8"), smol_dir, "cpu")
+    with pytest.raises(EngineError, match="Unknown quantization"):
+        create_engine(replace(SPEC, engine="vllm", quantization="int3"), smol_dir, "cpu")
+    with pytest.raises(EngineError, match="Cannot use the LLM server"):  # nothing listens on port 9
+        create_engine(SPEC, smol_dir, "cpu", llm_url="http://127.0.0.1:9")
+    assert engine_dtype("auto", "cpu") == torch.float32 and engine_dtype("auto", "cuda") == torch.bfloat16
+    assert engine_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(EngineError, match="Unknown LLM dtype"):
+        engine_dtype("int8", "cpu")
+
+
+def test_wire_format_is_what_vllm_decodes() -> None:
+    from vllm.exceptions import VLLMValidationError
+    from vllm.renderers.embed_utils import safe_load_prompt_embeds
+
+    embeds = torch.randn(7, 576)
+    # vLLM's loader reads three attributes of its ModelConfig; this stands in for the config only.
+    config = SimpleNamespace(enable_prompt_embeds=True, get_hidden_size=lambda: 576, dtype=torch.float32)
+    decoded = safe_load_prompt_embeds(config, encode_prompt_embeds(embeds).encode())
+    assert torch.equal(decoded, embeds)
+    with pytest.raises(VLLMValidationError, match="hidden_size 100"):
+        safe_load_prompt_embeds(config, encode_prompt_embeds(torch.randn(7, 100)).encode())
+
+
+def test_incremental_decoder_holds_back_split_characters(smol_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    text = "Café déjà vu 😀 at [01:05] — naïve 漢字."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # some characters span several tokens
+    decoder = IncrementalDecoder(tok)
+    deltas = [decoder.add([i]) for i in ids] + [decoder.add([tok.eos_token_id])]
+    assert "".join(deltas) == tok.decode(ids, skip_special_tokens=True) == text
+    assert not any("\ufffd" in d for d in deltas)
+
+
+@pytest.mark.parametrize(
+    ("sent", "delta", "stop", "expected"),
+    [
+        ("Hello", " world", ["xyz"], (" world", False)),
+        ("Hello", " world", ["wor"], (" ", True)),
+        ("Hello wo", "rld!", ["world"], ("", True)),  # a stop string split across deltas
+        ("Hi", " there. Q: again", ["Q:", "there"], (" ", True)),  # the earliest stop wins
+        ("Hi", " you", None, (" you", False)),
+    ],
+)
+def test_apply_stop(sent: str, delta: str, stop: list[str] | None, expected: tuple[str, bool]) -> None:
+    assert apply_stop(sent, delta, stop) == expected
