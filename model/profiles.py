@@ -24,6 +24,7 @@ class VisionSpec:
     llm_hidden: int = 4096  # bridge output width == LLM hidden size
     dtype: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU
     converted_dir: str | None = None  # where `convert` writes; None: under the data dir
+    compile: bool = False  # torch.compile the ViT blocks on CUDA (H200 1B bf16: 90 vs 59 clips/s eager)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ INTERNVIDEO2_CHAT_8B = Profile(
     name="internvideo2-chat-8b",
     description="InternVideo2-Chat-8B on a GPU: InternVideo2 1B encoder + Q-Former, Mistral-7B via vLLM",
     device="cuda",
-    vision=VisionSpec(source="OpenGVLab/InternVideo2-Chat-8B", preset="1b", llm_hidden=4096),
+    vision=VisionSpec(source="OpenGVLab/InternVideo2-Chat-8B", preset="1b", llm_hidden=4096, compile=True),
     retrieval=RetrievalSpec(
         source="OpenGVLab/InternVideo2-Stage2_1B-224p-f4",
         filename="InternVideo2-stage2_1b-224p-f4.pt",

@@ -64,7 +64,10 @@ class Runtime:
             def load_encoder() -> Any:
                 from model.internvideo2 import build_chat_encoder
 
-                return build_chat_encoder(profile.vision, device)
+                encoder = build_chat_encoder(profile.vision, device)
+                if profile.vision.compile and device == "cuda":
+                    encoder.vision_encoder.compile_blocks()  # fused element-wise work; same numerics
+                return encoder
 
             steps.append(("encoder", load_encoder))
         if profile.retrieval is not None:

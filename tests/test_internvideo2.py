@@ -473,3 +473,21 @@ def test_converted_llm_same_greedy_tokens_in_transformers_and_vllm(converted, tm
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("TOKENS=")), None)
     assert line is not None, proc.stderr[-3000:]
     assert json.loads(line.removeprefix("TOKENS=")) == hf_tokens
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager_reference(chat_ckpt) -> None:
+    """The GPU profile compiles the ViT blocks; the compiled encoder still computes the official function."""
+    folder, sd = chat_ckpt
+    encoder = build_chat_encoder(
+        VisionSpec(source=str(folder), preset="tiny", llm_hidden=LLM_HIDDEN, dtype="fp32"), "cpu"
+    )
+    encoder.vision_encoder.compile_blocks(dynamic=False)
+    x = clip(11, 1, 4)
+    with torch.inference_mode():
+        tokens = encoder.vision_encoder(x)
+    torch.testing.assert_close(tokens.double(), ref.vit(sd, x, VIT_HEADS, num_blocks=3), atol=1e-4, rtol=1e-4)
+    eager = build_chat_encoder(
+        VisionSpec(source=str(folder), preset="tiny", llm_hidden=LLM_HIDDEN, dtype="fp32"), "cpu"
+    )
+    assert sorted(encoder.state_dict()) == sorted(eager.state_dict()), "compiling keeps the checkpoint names"

@@ -252,6 +252,12 @@ class VisionTransformer(nn.Module):
     def clear_cache(self) -> None:
         self._pos_cache.clear()
 
+    def compile_blocks(self, **options: object) -> None:
+        """torch.compile each block in place: fuses the fp32 RMSNorm, GELU and LayerScale element-wise work
+        around the matmuls (GPU inference; weights and state-dict names are unchanged)."""
+        for blk in self.blocks:
+            blk.compile(**options)
+
     def position_table(self, frames: int, grid_h: int, grid_w: int) -> torch.Tensor:
         """`[1, 1 + T*gh*gw, C]` table for this input size; cached at inference (keyed by the weights too)."""
         cfg = self.cfg
