@@ -4,7 +4,7 @@
     python launch.py ask VIDEO "question"    answer one question about a video
     python launch.py ingest VIDEO --json     probe + clip plan (+ transcript, memory)
     python launch.py convert --from SRC --to DIR   convert InternVideo2-Chat-8B for vLLM
-    python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval)
+    python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval | app)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ BENCHES = {
     "asr": "model.speech.bench",
     "memory": "model.memory.bench",
     "eval": "model.memory.eval",
+    "app": "app.bench",
 }
 COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
 
