@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -22,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 BACKENDS = ("faster-whisper", "openai-whisper")
+# Silero VAD: faster-whisper's defaults (2 s min silence, 400 ms pad) keep pauses inside chunks, and Whisper then
+# stretches a sentence's last word over the pause; shorter pauses split chunks so times stay on the speech.
+VAD_OPTIONS: dict[str, float] = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
 Progress = Callable[[str, float], None]
 AudioInput = np.ndarray | str | os.PathLike | None
 
@@ -35,7 +43,7 @@ def _cpu_threads() -> int:
 
 
 def resolve_compute_type(compute_type: str, device: str) -> str:
-    """"auto": int8 on CPU (fast, small), float16 on CUDA."""
+    """Resolve "auto": int8 on CPU (fast, small), float16 on CUDA."""
     if compute_type != "auto":
         return compute_type
     return "float16" if device.startswith("cuda") else "int8"
@@ -55,6 +63,9 @@ class Transcriber(ABC):
         self.device = device
         self.model_name = spec.model
         self.vad = spec.vad
+        # Whisper's segment timestamps are coarse (tiny/base were 0.7 s off on espeak speech); the word
+        # alignment pass is cheap and snaps segment bounds to the first/last word, so it always runs.
+        self.precise_times = True
 
     def transcribe(
         self, audio: AudioInput, word_timestamps: bool = False, progress: Progress | None = None
@@ -72,8 +83,10 @@ class Transcriber(ABC):
             return Transcript(segments=[], language=None, duration=duration)
         if progress:
             progress("transcribing", 0.0)
-        segments, language = self._transcribe(samples, duration, word_timestamps, progress)
+        segments, language = self._transcribe(samples, duration, word_timestamps or self.precise_times, progress)
         segments = [_clean_segment(s, duration) for s in segments]
+        if not word_timestamps:
+            segments = [Segment(s.start, s.end, s.text, None) for s in segments]
         segments = [s for s in segments if s.text]
         if progress:
             progress("transcribing", 1.0)
@@ -118,7 +131,14 @@ def _clean_segment(seg: Segment, duration: float) -> Segment:
         for w in seg.words:
             ws = min(max(w.start, t), end)
             we = min(max(w.end, ws), end)
-            words.append(Word(start=round(float(ws), 3), end=round(float(we), 3), word=w.word.strip(), probability=float(w.probability)))
+            words.append(
+                Word(
+                    start=round(float(ws), 3),
+                    end=round(float(we), 3),
+                    word=w.word.strip(),
+                    probability=float(w.probability),
+                )
+            )
             t = ws
     return Segment(start=round(float(start), 3), end=round(float(end), 3), text=seg.text.strip(), words=words)
 
@@ -126,8 +146,12 @@ def _clean_segment(seg: Segment, duration: float) -> Segment:
 # --------------------------------------------------------------------------------------------- faster-whisper
 
 
-def resolve_faster_whisper_model(source: str) -> str:
-    """A CTranslate2 Whisper folder for `source`: packaged:NAME, a local folder, or a size name / hub id."""
+def resolve_faster_whisper_model(source: str, cache_dir: str | None = None) -> str:
+    """A CTranslate2 Whisper folder for `source`: packaged:NAME, a local folder, or a size name / hub id.
+
+    Hub models go through the Hugging Face cache (`cache_dir`, default HF_HUB_CACHE); offline
+    (HF_HUB_OFFLINE=1) only a cached copy is used.
+    """
     if source.startswith("packaged:"):
         from model.assets import resolve_packaged
 
@@ -138,12 +162,14 @@ def resolve_faster_whisper_model(source: str) -> str:
         from faster_whisper.utils import download_model
 
         try:
-            return download_model(source, local_files_only=is_offline())
+            return download_model(source, local_files_only=is_offline(), cache_dir=cache_dir)
         except ValueError as err:  # not a known size name and not "owner/name"
             raise ConfigError(f"Unknown Whisper model {source!r}: {err}") from None
         except Exception as err:  # offline without a cache, gated/missing repo, network failure
             hint = " (offline: download it once with internet, or use a packaged/local model)" if is_offline() else ""
-            raise ModelAccessError(f"Could not get the Whisper model {source!r} from the Hugging Face hub{hint}: {err}") from err
+            raise ModelAccessError(
+                f"Could not get the Whisper model {source!r} from the Hugging Face hub{hint}: {err}"
+            ) from err
     if not (path / "model.bin").is_file():
         raise ModelAccessError(f"{path} is not a faster-whisper (CTranslate2) model folder: no model.bin inside.")
     return str(path)
@@ -152,8 +178,9 @@ def resolve_faster_whisper_model(source: str) -> str:
 class FasterWhisperTranscriber(Transcriber):
     backend = "faster-whisper"
 
-    def __init__(self, spec: SpeechSpec, device: str, batch_size: int | None = None) -> None:
+    def __init__(self, spec: SpeechSpec, device: str, batch_size: int | None = None, beam_size: int = 5) -> None:
         super().__init__(spec, device)
+        self.beam_size = beam_size
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.model_path = resolve_faster_whisper_model(spec.model)
@@ -183,13 +210,19 @@ class FasterWhisperTranscriber(Transcriber):
             raw, info = self.pipeline.transcribe(
                 audio,
                 batch_size=self.batch_size,
+                beam_size=self.beam_size,
                 vad_filter=True,
+                vad_parameters=VAD_OPTIONS,
                 word_timestamps=word_timestamps,
                 without_timestamps=False,
             )
         else:
             raw, info = self.model.transcribe(
-                audio, beam_size=5, vad_filter=self.vad, word_timestamps=word_timestamps
+                audio,
+                beam_size=self.beam_size,
+                vad_filter=self.vad,
+                vad_parameters=VAD_OPTIONS,
+                word_timestamps=word_timestamps,
             )
         segments = []
         for s in raw:  # a generator: decoding happens while we iterate
@@ -198,7 +231,7 @@ class FasterWhisperTranscriber(Transcriber):
                 words = [Word(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
             segments.append(Segment(start=s.start, end=s.end, text=s.text, words=words))
             if progress and duration > 0:
-                progress("transcribing", min(1.0, s.end / duration))
+                progress("transcribing", float(min(1.0, s.end / duration)))
         language = info.language if self.multilingual else "en"
         return segments, language
 
@@ -207,17 +240,25 @@ class FasterWhisperTranscriber(Transcriber):
 
 
 def resolve_openai_whisper_checkpoint(source: str) -> str:
-    """A name `whisper.load_model` accepts without surprises: a local .pt file, or a size name it can get."""
+    """What openai-whisper loads for `source`: a local .pt file, or a size name `whisper.load_model` can get.
+
+    CTranslate2 folders (packaged:NAME, a local faster-whisper folder, or offline a faster-whisper copy of the
+    size in the Hugging Face cache) are converted once into a cached .pt (model/speech/convert.py): they hold
+    the same float16 weights, and openai-whisper's own checkpoints need a download.
+    """
+    from model.speech.convert import openai_checkpoint_for
+
     if source.startswith("packaged:"):
-        raise ModelAccessError(
-            f"The packaged Whisper model {source!r} is in CTranslate2 format (faster-whisper only); openai-whisper "
-            f"needs a PyTorch .pt checkpoint. Use backend 'faster-whisper', or give openai-whisper a .pt file."
-        )
+        from model.assets import resolve_packaged
+
+        return str(openai_checkpoint_for(resolve_packaged(source), source))
     path = Path(source).expanduser()
     if path.is_dir():
-        raise ModelAccessError(
-            f"{path} is a folder; openai-whisper loads a single .pt checkpoint (CTranslate2 folders are faster-whisper's)."
-        )
+        if not (path / "model.bin").is_file():
+            raise ModelAccessError(
+                f"{path} is a folder without model.bin; openai-whisper loads a .pt checkpoint or a CTranslate2 folder."
+            )
+        return str(openai_checkpoint_for(path, path.name))
     if path.is_file():
         return str(path)
     import whisper
@@ -225,29 +266,99 @@ def resolve_openai_whisper_checkpoint(source: str) -> str:
     if source not in whisper._MODELS:
         raise ConfigError(f"Unknown openai-whisper model {source!r}; sizes: {', '.join(whisper.available_models())}")
     cached = Path(_openai_download_root()) / os.path.basename(whisper._MODELS[source])
-    if not cached.is_file() and is_offline():
+    if cached.is_file() or not is_offline():
+        return source
+    try:  # offline: faster-whisper's copy of the same size, if the Hugging Face cache has it
+        from faster_whisper.utils import download_model
+
+        ct2_dir = download_model(source, local_files_only=True)
+    except Exception:
         raise ModelAccessError(
-            f"openai-whisper model {source!r} is not cached at {cached} and this machine is offline; "
-            f"openai-whisper can only load a local .pt checkpoint here (use backend 'faster-whisper')."
-        )
-    return source
+            f"openai-whisper model {source!r} is not cached at {cached}, nor is faster-whisper's copy in the "
+            f"Hugging Face cache, and this machine is offline; use a packaged model (packaged:tiny.en, "
+            f"packaged:base) or a local .pt checkpoint."
+        ) from None
+    return str(openai_checkpoint_for(ct2_dir, f"hf-{source}"))
+
+
+def load_openai_checkpoint(path: str, device: str):
+    """openai-whisper's `load_model` for a local file, plus the alignment heads a converted checkpoint carries."""
+    import torch
+    import whisper
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = whisper.Whisper(whisper.ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])
+    heads = checkpoint.get("alignment_heads")
+    if heads:  # word timestamps use these cross-attention heads (default: all heads of the last half)
+        mask = torch.zeros(model.dims.n_text_layer, model.dims.n_text_head, dtype=torch.bool)
+        for layer, head in heads:
+            mask[layer, head] = True
+        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+    return model.to(device)
 
 
 def _openai_download_root() -> str:
     return os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "whisper")
 
 
+_OPENAI_LOCK = threading.Lock()
+
+
+class _FrameProgress:
+    """Stands in for the tqdm bar inside `whisper.transcribe`: mel frames decoded -> progress fraction."""
+
+    def __init__(self, total: int, progress: Progress) -> None:
+        self.total, self.done, self.progress = max(1, int(total)), 0, progress
+
+    def __enter__(self) -> _FrameProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.done += max(0, int(n))
+        self.progress("transcribing", min(1.0, self.done / self.total))
+
+
+@contextmanager
+def _openai_progress(progress: Progress | None, frames: int | None = None):
+    """Report openai-whisper's progress (it only has a tqdm bar) through `progress`, one call at a time.
+
+    The bar counts the mel frames decoded (100 a second) out of the whole audio; with VAD clips only the clips
+    are decoded, so `frames` (the clips' total) is the better denominator.
+    """
+    module = sys.modules.get("whisper.transcribe")
+    with _OPENAI_LOCK:  # the bar is a module global; the lock also keeps one decode per model at a time
+        if progress is None or module is None or not hasattr(module, "tqdm"):
+            yield
+            return
+        original = module.tqdm
+        module.tqdm = SimpleNamespace(tqdm=lambda total=None, **_: _FrameProgress(frames or total or 1, progress))
+        try:
+            yield
+        finally:
+            module.tqdm = original
+
+
 class OpenAIWhisperTranscriber(Transcriber):
     backend = "openai-whisper"
 
-    def __init__(self, spec: SpeechSpec, device: str) -> None:
+    def __init__(self, spec: SpeechSpec, device: str, beam_size: int = 5) -> None:
         super().__init__(spec, device)
         import whisper
 
+        # Beam search as faster-whisper (and openai-whisper's CLI) decode; whisper.transcribe() alone is greedy.
+        self.beam_size = beam_size
         self.model_path = resolve_openai_whisper_checkpoint(spec.model)
         try:
-            self.model = whisper.load_model(self.model_path, device=device, download_root=_openai_download_root())
-        except (OSError, RuntimeError) as err:  # download failed (URLError is an OSError), bad checkpoint
+            if Path(self.model_path).is_file():
+                self.model = load_openai_checkpoint(self.model_path, device)
+            else:
+                self.model = whisper.load_model(self.model_path, device=device, download_root=_openai_download_root())
+        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as err:
+            # download failed (URLError is an OSError), not a checkpoint, or one of another architecture
             raise ModelAccessError(f"Could not load the openai-whisper model {spec.model!r}: {err}") from err
         self.multilingual = bool(self.model.is_multilingual)
         self.fp16 = device.startswith("cuda") and spec.compute_type in ("auto", "float16")
@@ -258,30 +369,50 @@ class OpenAIWhisperTranscriber(Transcriber):
         import whisper
 
         clips: list[float] | str = "0"
+        speech_start, clip_frames = 0, None
         if self.vad:
             # Same Silero VAD as faster-whisper; openai-whisper then decodes only the speech regions.
             from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-            regions = get_speech_timestamps(audio, VadOptions())
+            regions = get_speech_timestamps(audio, VadOptions(**VAD_OPTIONS))
             if not regions:
                 return [], None
             clips = [t / SAMPLE_RATE for r in regions for t in (r["start"], r["end"])]
-        result = whisper.transcribe(
-            self.model,
-            audio,
-            verbose=None,
-            word_timestamps=word_timestamps,
-            clip_timestamps=clips,
-            fp16=self.fp16,
-            language=None if self.multilingual else "en",
-        )
+            speech_start = regions[0]["start"]
+            clip_frames = sum(round(b * 100) - round(a * 100) for a, b in zip(clips[::2], clips[1::2], strict=True))
+        language = "en"
+        if self.multilingual:
+            # whisper.transcribe detects the language on the first 30 s of the audio even when the speech starts
+            # later; detect it on the 30 s from the first speech instead.
+            window = whisper.pad_or_trim(audio[speech_start:])
+            mel = whisper.log_mel_spectrogram(window, self.model.dims.n_mels).to(self.model.device)
+            _, probs = self.model.detect_language(mel.half() if self.fp16 else mel)
+            language = max(probs, key=probs.get)
+        import torch
+
+        # A window that fails Whisper's quality checks is decoded again by sampling: seed it (without touching
+        # the caller's random state) so the same audio always gives the same transcript.
+        cuda = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        with _openai_progress(progress, clip_frames), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(0)
+            result = whisper.transcribe(
+                self.model,
+                audio,
+                verbose=None,
+                word_timestamps=word_timestamps,
+                clip_timestamps=clips,
+                fp16=self.fp16,
+                language=language,
+                beam_size=self.beam_size if self.beam_size > 1 else None,
+                best_of=5,  # candidates sampled when a window falls back to a higher temperature
+            )
         segments = []
         for s in result["segments"]:
             words = None
             if word_timestamps:
                 words = [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words", [])]
             segments.append(Segment(start=float(s["start"]), end=float(s["end"]), text=s["text"], words=words))
-        return segments, result.get("language") or ("en" if not self.multilingual else None)
+        return segments, language
 
 
 def build_transcriber(spec: SpeechSpec, device: str) -> Transcriber:
