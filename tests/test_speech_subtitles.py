@@ -167,3 +167,21 @@ def test_hour_long_videos_use_hours():
     short_but_long_container = T((5.0, 7.0, "early"), duration=3600.0)
     assert subtitle_lines(short_but_long_container, 100, ws_tokens) == "[0:00:05-0:00:07] early"
     assert subtitle_lines(T((5.0, 7.0, "x"), duration=3599.0), 100, ws_tokens) == "[00:05-00:07] x"
+
+
+def test_split_on_pauses_gives_each_sentence_its_own_time() -> None:
+    from model.speech.transcriber import split_on_pauses
+
+    words = [
+        Word(5.8, 6.2, "Welcome", 0.9),
+        Word(6.2, 6.9, "home,", 0.9),
+        Word(15.2, 15.5, "the", 0.9),
+        Word(15.5, 16.0, "red", 0.9),
+        Word(16.0, 16.4, "ball.", 0.9),
+    ]
+    parts = split_on_pauses(Segment(5.8, 16.4, "Welcome home, the red ball.", words))
+    assert [(p.start, p.end, p.text) for p in parts] == [(5.8, 6.9, "Welcome home"), (15.2, 16.4, "The red ball.")]
+    assert parts[1].words == words[2:]
+    close = [Word(0.0, 0.5, "a", 0.9), Word(0.9, 1.2, "b", 0.9)]
+    assert split_on_pauses(Segment(0.0, 1.2, "a b", close)) == [Segment(0.0, 1.2, "a b", close)]
+    assert split_on_pauses(Segment(0.0, 1.2, "a b", None)) == [Segment(0.0, 1.2, "a b", None)]

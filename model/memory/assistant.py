@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -45,6 +46,11 @@ INSTRUCTIONS = (
     "cite its time in square brackets like [{example}]. If the context does not contain the answer, say that "
     "you cannot tell from the video. Answer briefly."
 )
+
+
+FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
+FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
+_NEIGHBOUR = re.compile(r"\b(after|afterwards|next|following|before|previous|prior)\b", re.IGNORECASE)
 
 
 class QuestionError(VideoChatError):
@@ -138,6 +144,14 @@ def _pick(n_have: int, n_want: int) -> list[int]:
     return [min(n_have - 1, int(seg / 2) + round(seg * i)) for i in range(n_want)]
 
 
+def _ocr_frames(n_have: int, n_want: int) -> list[int]:
+    """Frames of a clip that OCR reads: evenly spaced and ending on the last frame, so text that appears
+    anywhere in the clip and stays is seen in this clip (not first in the next one)."""
+    if n_want >= n_have:
+        return list(range(n_have))
+    return sorted({round(x) for x in np.linspace(0, n_have - 1, n_want + 1)[1:]})
+
+
 def _jpeg(image: np.ndarray, width: int) -> bytes:
     import cv2
 
@@ -175,6 +189,8 @@ class Assistant:
         self._locks_guard = threading.Lock()
         self._aborted: set[str] = set()
         self.encoder_calls = 0  # clips encoded (tests count recomputation with it)
+        # The same subtitle lines and clip intros are counted for every question: remember their lengths.
+        self.count_tokens = functools.lru_cache(maxsize=1 << 16)(runtime.prompt_builder.count_tokens)
 
     @property
     def profile(self):
@@ -194,7 +210,7 @@ class Assistant:
         return spec
 
     def key_for(self, path: str | Path, sampling: SamplingSpec) -> str:
-        extra = {"ocr_frames": self.config.ocr_frames_per_clip if self.runtime.ocr else 0}
+        extra = {"ocr_frames": self.config.ocr_frames_per_clip if self.runtime.ocr else 0, "ocr_pick": "to-last"}
         return memory_key(content_hash(path), self.profile.name, {**asdict(sampling), **extra})
 
     def ingest(
@@ -341,7 +357,7 @@ class Assistant:
         t = time.perf_counter()
         lines: list[str] = []
         seen_at: list[float] = []
-        for j in sorted(set(_pick(len(images), k) if k > 1 else [len(images) // 2])):
+        for j in _ocr_frames(len(images), k):
             for text, _conf in ocr.read(images[j]):
                 if text not in lines:
                     lines.append(text)
@@ -401,8 +417,11 @@ class Assistant:
             for i in np.argsort(-clip_score)[: limit * 2]:
                 c = memory.clips[int(i)]
                 if ocr_kw[i] > 0:
-                    start, line = self._ocr_onset(memory, c, question, refine)
-                    candidates.append(Moment(start, c.end, float(clip_score[i]), f"on screen: {_quote(line)}", c.index))
+                    first = memory.clips[self._text_run_start(memory, int(i), question)]
+                    start, line = self._ocr_onset(memory, first, question, refine)
+                    candidates.append(
+                        Moment(start, c.end, float(clip_score[i]), f"on screen: {_quote(line)}", first.index)
+                    )
                 elif video is not None:
                     candidates.append(Moment(c.start, c.end, float(clip_score[i]), "matching picture", c.index))
         chosen: list[Moment] = []
@@ -415,6 +434,14 @@ class Assistant:
             if len(chosen) == limit:
                 break
         return chosen
+
+    @staticmethod
+    def _text_run_start(memory: VideoMemory, index: int, question: str) -> int:
+        """The earliest of the consecutive clips before `index` whose screen text has the same asked words."""
+        target = set(words(question)) & set(words(" ".join(memory.clips[index].ocr)))
+        while index > 0 and target and target <= set(words(" ".join(memory.clips[index - 1].ocr))):
+            index -= 1
+        return index
 
     def _ocr_onset(self, memory: VideoMemory, clip: ClipRecord, question: str, refine: bool) -> tuple[float, str]:
         """When the matching on-screen text first shows: the first OCR'd frame with it, then (when `refine`) a
@@ -458,7 +485,7 @@ class Assistant:
 
     # ------------------------------------------------------------------------------------------ context
     def _clip_cost(self, memory: VideoMemory, clip: ClipRecord, use_ocr: bool) -> int:
-        count = self.runtime.prompt_builder.count_tokens
+        count = self.count_tokens
         hours = memory.duration >= 3600
         intro = (
             f"Clip 10 [{format_time(clip.start, 3600 if hours else 0)}-{format_time(clip.end, 3600 if hours else 0)}]: "
@@ -531,8 +558,7 @@ class Assistant:
         question = (question or "").strip()
         if not question:
             raise QuestionError("Please type a question about the video.")
-        rt = self.runtime
-        count = rt.prompt_builder.count_tokens
+        count = self.count_tokens
         timings: dict[str, float] = {}
         t = time.perf_counter()
         tq = parse_time_refs(question, memory.duration)
@@ -561,6 +587,8 @@ class Assistant:
         has_speech = settings.use_speech and bool(memory.transcript.segments)
         reserve = int(budget * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
         use_ocr = settings.use_ocr
+        # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated
+        # clips (an overview, weak ranks) put other scenes' text beside it and small models answer from those.
         choice = select_clips(
             memory.clips,
             tq,
@@ -568,8 +596,13 @@ class Assistant:
             budget_tokens=max(0, budget - reserve - dense_cost),
             clip_cost=lambda c: self._clip_cost(memory, c, use_ocr),
             top_k=settings.top_k,
-            overview=settings.overview_clips,
+            overview=0 if tq.windows else settings.overview_clips,
+            min_score=FOCUS_MIN_SCORE if tq.windows else None,
         )
+        # Focused questions (a time, a "when", "what happens after") see only the subtitles near their
+        # moments; open questions get the lines of the chosen clips first, then the rest of the transcript.
+        focused = bool(tq.windows or moments or _NEIGHBOUR.search(question))
+        focus_windows = FOCUS_WINDOWS if tq.windows or moments else 2  # "after X": X's clip and the next
 
         # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
         subtitles = ""
@@ -579,7 +612,13 @@ class Assistant:
             windows += [(m.start, m.end) for m in moments]
             windows += [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority]
             sub_budget = max(0, budget - choice.used_tokens - dense_cost)
-            subtitles = subtitle_lines(memory.transcript, sub_budget, count, priority_windows=windows)
+            transcript = memory.transcript
+            if focused:
+                near = [
+                    s for s in transcript.segments if any(s.start < b and s.end > a for a, b in windows[:focus_windows])
+                ]
+                transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
+            subtitles = subtitle_lines(transcript, sub_budget, count, priority_windows=windows)
 
         segments: list[tuple[float, Any]] = []
         evidence: list[ClipEvidence] = []

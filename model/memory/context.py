@@ -70,8 +70,8 @@ def select_clips(
     if scores is not None and len(clips):
         k = max(1, top_k // 2) if tq.windows else top_k
         ranked = scores.top(k)
-        if min_score is not None:
-            ranked = [i for i in ranked if scores.combined[i] >= min_score] or ranked[:1]
+        if min_score is not None:  # with asked times, weak ranks are left out; otherwise keep the best one
+            ranked = [i for i in ranked if scores.combined[i] >= min_score] or ([] if tq.windows else ranked[:1])
         for rank, i in enumerate(ranked, start=1):
             wanted.append((i, f"rank {rank}"))
         if ranked and not tq.windows:

@@ -6,6 +6,7 @@ name/id through the Hugging Face cache) and returns a `Transcriber` whose `trans
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -30,6 +31,7 @@ BACKENDS = ("faster-whisper", "openai-whisper")
 # Silero VAD: faster-whisper's defaults (2 s min silence, 400 ms pad) keep pauses inside chunks, and Whisper then
 # stretches a sentence's last word over the pause; shorter pauses split chunks so times stay on the speech.
 VAD_OPTIONS: dict[str, float] = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
+PAUSE_SPLIT_S = 1.0  # a pause this long between words starts a new transcript line
 Progress = Callable[[str, float], None]
 AudioInput = np.ndarray | str | os.PathLike | None
 
@@ -84,7 +86,7 @@ class Transcriber(ABC):
         if progress:
             progress("transcribing", 0.0)
         segments, language = self._transcribe(samples, duration, word_timestamps or self.precise_times, progress)
-        segments = [_clean_segment(s, duration) for s in segments]
+        segments = [part for s in segments for part in split_on_pauses(_clean_segment(s, duration))]
         if not word_timestamps:
             segments = [Segment(s.start, s.end, s.text, None) for s in segments]
         segments = [s for s in segments if s.text]
@@ -119,6 +121,30 @@ class Transcriber(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model_name!r}, device={self.device!r})"
+
+
+def split_on_pauses(seg: Segment, min_gap: float = PAUSE_SPLIT_S) -> list[Segment]:
+    """Split a segment where its words pause for `min_gap` seconds or more.
+
+    VAD stitches speech regions together before Whisper sees them, and Whisper may then write one segment over
+    sentences that were seconds apart (tiny.en did: one 6-52 s line for five sentences). Each line's time must be
+    where it is said, so the word times decide the lines.
+    """
+    if not seg.words or len(seg.words) < 2:
+        return [seg]
+    groups: list[list[Word]] = [[seg.words[0]]]
+    for prev, word in itertools.pairwise(seg.words):
+        if word.start - prev.end >= min_gap:
+            groups.append([word])
+        else:
+            groups[-1].append(word)
+    if len(groups) == 1:
+        return [seg]
+    parts = []
+    for group in groups:
+        text = " ".join(w.word for w in group).strip().rstrip(",;:")
+        parts.append(Segment(group[0].start, group[-1].end, text[:1].upper() + text[1:], group))
+    return parts
 
 
 def _clean_segment(seg: Segment, duration: float) -> Segment:
