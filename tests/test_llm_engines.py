@@ -141,7 +141,9 @@ def rid(tag: str) -> str:
     return f"{tag}-{next(_ids)}"
 
 
-async def collect(engine: Engine, embeds: torch.Tensor, params: GenerationParams = GREEDY, times: list | None = None) -> str:
+async def collect(
+    engine: Engine, embeds: torch.Tensor, params: GenerationParams = GREEDY, times: list | None = None
+) -> str:
     parts = []
     async for delta in engine.stream(embeds, params, rid("t")):
         parts.append(delta)

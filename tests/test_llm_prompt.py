@@ -200,9 +200,9 @@ def test_chatml_lite_text_only_history_and_order(chatml: PromptBuilder, smol_dir
         "<|im_start|>system\nAnswer with [mm:ss] times.<|im_end|>\n"
         "<|im_start|>user\nWho is there?<|im_end|>\n<|im_start|>assistant\nA man.<|im_end|>\n"
         "<|im_start|>user\nThe video is 1:02:05 long.\n"
-        "Subtitles of the video:\n[00:03] hello\n[00:20] the door opens\n"
         "Clip 1 [00:00-00:16]: [00:03] Someone says hello.\n"
         "Clip 2 [00:16-00:32]: on screen: EXIT\n"
+        "Subtitles of the video:\n[00:03] hello\n[00:20] the door opens\n"
         "Question: When is the door opened?<|im_end|>\n<|im_start|>assistant\n"
     )
     # SmolLM2's tokenizer adds no BOS; <|im_start|>/<|im_end|> are single special ids 1/2.

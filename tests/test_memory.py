@@ -1,7 +1,7 @@
 """Long-video memory: the on-disk cache, context choice, citations, and the whole ask pipeline on real models.
 
 Unit tests build memories by hand; the integration tests ingest the speech test video with the real `lite`
-models (Whisper tiny.en, MiniLM, RapidOCR, SmolLM2 on the transformers engine: same code path as vLLM, whose
+models (Whisper base, MiniLM, RapidOCR, SmolLM2 on the transformers engine: same code path as vLLM, whose
 greedy parity has its own tests) and with `tiny` (random InternVideo2 of the real architecture).
 """
 

@@ -118,7 +118,9 @@ def test_no_time(question: str) -> None:
     assert q.windows == [] and q.notes == []
 
 
-@pytest.mark.parametrize("question", ["What is written on the board at 12:40?", "what happens at 30:00", "at 11 minutes"])
+@pytest.mark.parametrize(
+    "question", ["What is written on the board at 12:40?", "what happens at 30:00", "at 11 minutes"]
+)
 def test_past_the_end_is_told_not_clamped(question: str) -> None:
     q = parse_time_refs(question, D)
     assert q.windows == []
@@ -177,7 +179,11 @@ def test_round_trip(t: int) -> None:
 
 @pytest.mark.parametrize(
     ("question", "start", "end"),
-    [("from 5:00 to the end", 300.0, 600.0), ("from the beginning to 2:00", 0.0, 120.0), ("after 8 minutes until the end", 480.0, 600.0)],
+    [
+        ("from 5:00 to the end", 300.0, 600.0),
+        ("from the beginning to 2:00", 0.0, 120.0),
+        ("after 8 minutes until the end", 480.0, 600.0),
+    ],
 )
 def test_open_ranges(question: str, start: float, end: float) -> None:
     (w,) = parse_time_refs(question, D).windows

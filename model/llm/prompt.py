@@ -84,6 +84,7 @@ class PromptTemplate:
     context_close: str
     history_turn: str
     question: str
+    subtitles_after_clips: bool = False  # small models answer from what is nearest the question
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> PromptTemplate:
@@ -106,6 +107,7 @@ class PromptTemplate:
         values: dict[str, Any] = {k: data[k] for k in TEMPLATE_KEYS}
         values["layout"] = layout
         values["rstrip_context"] = bool(data["rstrip_context"])
+        values["subtitles_after_clips"] = bool(data.get("subtitles_after_clips", False))
         return cls(name=data.get("name", path.stem), **values)
 
 
@@ -275,7 +277,7 @@ class PromptBuilder:
         text(t.context_open)
         if t.duration and inputs.duration > 0:
             text(t.duration.format(duration=format_clock(inputs.duration)))
-        if inputs.subtitles.strip():
+        if inputs.subtitles.strip() and not t.subtitles_after_clips:
             text(t.subtitles.format(subtitles=inputs.subtitles.strip()))
         many = len(inputs.segments) > 1
         for i, seg in enumerate(inputs.segments):
@@ -291,6 +293,8 @@ class PromptBuilder:
                     text(t.frame_times.format(n=len(seg.frame_times), times=format_frame_times(seg.frame_times)))
             if seg.text.strip():
                 text(t.segment_text.format(text=seg.text.strip()))
+        if inputs.subtitles.strip() and t.subtitles_after_clips:
+            text(t.subtitles.format(subtitles=inputs.subtitles.strip()))
         if t.rstrip_context and parts and isinstance(parts[-1], str):
             # The official builder sends `msg.rstrip()` before "[/INST]".
             parts[-1] = parts[-1].rstrip()

@@ -50,6 +50,11 @@ INSTRUCTIONS = (
 
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
+_SUMMARY = re.compile(
+    r"\b(about|summar\w*|overview|overall|whole|everything|main (?:point|idea|topic)s?|describe the video)\b",
+    re.IGNORECASE,
+)
+_BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
 _NEIGHBOUR = re.compile(r"\b(after|afterwards|next|following|before|previous|prior)\b", re.IGNORECASE)
 
 
@@ -390,22 +395,48 @@ class Assistant:
         parts["keyword"] = keyword_scores(question, texts)
         return combine_scores(parts)
 
+    def line_scores(self, memory: VideoMemory, question: str) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        """Transcript lines with text, their relevance (keywords + sentence similarity) and keyword part alone."""
+        segs = [s for s in memory.transcript.segments if s.text.strip()]
+        if not segs:
+            return [], np.zeros(0, np.float32), np.zeros(0, np.float32)
+        kw = keyword_scores(question, [s.text for s in segs])
+        score = kw.copy()
+        rt = self.runtime
+        if (
+            rt.text_embedder is not None
+            and memory.segment_embeddings is not None
+            and len(memory.segment_embeddings) == len(memory.transcript.segments)
+        ):
+            keep = [i for i, s in enumerate(memory.transcript.segments) if s.text.strip()]
+            score = score + memory.segment_embeddings[keep] @ rt.text_embedder.embed([question])[0]
+        return segs, score, kw
+
+    def _said_windows(self, memory: VideoMemory, question: str, k: int = 2) -> list[tuple[float, float]]:
+        """The few transcript lines that share the question's words (best first); none for summary questions."""
+        if _SUMMARY.search(question):
+            return []
+        segs, score, kw = self.line_scores(memory, question)
+        order = [int(i) for i in np.argsort(-score) if kw[int(i)] > 0][:k]
+        return [(segs[i].start, segs[i].end) for i in order]
+
+    @staticmethod
+    def _neighbour_line(memory: VideoMemory, line: tuple[float, float], after: bool) -> list[tuple[float, float]]:
+        """The transcript line right after (or before) the one spanning `line`, as a window."""
+        segs = [s for s in memory.transcript.segments if s.text.strip()]
+        if after:
+            later = [s for s in segs if s.start >= line[1] - 0.05]
+            return [(later[0].start, later[0].end)] if later else []
+        earlier = [s for s in segs if s.end <= line[0] + 0.05]
+        return [(earlier[-1].start, earlier[-1].end)] if earlier else []
+
     def find_moments(
         self, memory: VideoMemory, question: str, scores: ClipScores | None, limit: int = 3, refine: bool = True
     ) -> list[Moment]:
         """Best-matching stretches: transcript lines (speech), clips with matching on-screen text or pictures."""
-        rt = self.runtime
         candidates: list[Moment] = []
-        segs = [s for s in memory.transcript.segments if s.text.strip()]
+        segs, seg_score, _ = self.line_scores(memory, question)
         if segs:
-            seg_score = keyword_scores(question, [s.text for s in segs])
-            if (
-                rt.text_embedder is not None
-                and memory.segment_embeddings is not None
-                and len(memory.segment_embeddings) == len(memory.transcript.segments)
-            ):
-                keep = [i for i, s in enumerate(memory.transcript.segments) if s.text.strip()]
-                seg_score = seg_score + memory.segment_embeddings[keep] @ rt.text_embedder.embed([question])[0]
             for i in np.argsort(-seg_score)[: limit * 2]:
                 s = segs[int(i)]
                 candidates.append(Moment(s.start, s.end, float(seg_score[i]), f'speech: "{_quote(s.text)}"'))
@@ -601,8 +632,8 @@ class Assistant:
         )
         # Focused questions (a time, a "when", "what happens after") see only the subtitles near their
         # moments; open questions get the lines of the chosen clips first, then the rest of the transcript.
-        focused = bool(tq.windows or moments or _NEIGHBOUR.search(question))
-        focus_windows = FOCUS_WINDOWS if tq.windows or moments else 2  # "after X": X's clip and the next
+        said = self._said_windows(memory, question) if not (tq.windows or moments) else []
+        focused = bool(tq.windows or moments or said or _NEIGHBOUR.search(question))
 
         # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
         subtitles = ""
@@ -610,13 +641,20 @@ class Assistant:
             windows = [(max(0.0, s.start - 3), s.end + 3) for s, _ in dense]
             windows += [(w.start, w.end) if not w.is_moment else (w.start - 5, w.start + 5) for w in tq.windows]
             windows += [(m.start, m.end) for m in moments]
+            windows += said  # lines that say the question's words
             windows += [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority]
             sub_budget = max(0, budget - choice.used_tokens - dense_cost)
             transcript = memory.transcript
             if focused:
-                near = [
-                    s for s in transcript.segments if any(s.start < b and s.end > a for a, b in windows[:focus_windows])
-                ]
+                if tq.windows or moments:
+                    focus = windows[:FOCUS_WINDOWS]
+                elif said and _NEIGHBOUR.search(question):  # "what happens after X": X's line and its neighbour
+                    focus = [said[0], *self._neighbour_line(memory, said[0], after=not _BEFORE.search(question))]
+                elif said:
+                    focus = said
+                else:  # "what happens after X": X's clip and the next one
+                    focus = [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority[:2]]
+                near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
                 transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
             subtitles = subtitle_lines(transcript, sub_budget, count, priority_windows=windows)
 
