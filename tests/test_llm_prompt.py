@@ -199,7 +199,7 @@ def test_chatml_lite_text_only_history_and_order(chatml: PromptBuilder, smol_dir
     assert text == (
         "<|im_start|>system\nAnswer with [mm:ss] times.<|im_end|>\n"
         "<|im_start|>user\nWho is there?<|im_end|>\n<|im_start|>assistant\nA man.<|im_end|>\n"
-        "<|im_start|>user\nThe video is 1:02:05 long.\n"
+        "<|im_start|>user\n"
         "Clip 1 [00:00-00:16]: [00:03] Someone says hello.\n"
         "Clip 2 [00:16-00:32]: on screen: EXIT\n"
         "Subtitles of the video:\n[00:03] hello\n[00:20] the door opens\n"

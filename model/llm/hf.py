@@ -7,6 +7,7 @@ generations; a GPU user should use vLLM, which batches).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -38,10 +39,15 @@ class _QueueStreamer:
         if not self.prompt_seen:  # generate() first hands over the prompt ids (empty with inputs_embeds)
             self.prompt_seen = True
             return
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, value.reshape(-1).tolist())
+        self.send(value.reshape(-1).tolist())
 
     def end(self) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, _DONE)
+        self.send(_DONE)
+
+    def send(self, item: Any) -> None:
+        # RuntimeError: the consumer's event loop has closed, nobody is listening; the stop flag ends the thread.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 class _StopFlag:
@@ -146,7 +152,7 @@ class TransformersEngine(Engine):
                 )
         except Exception as err:  # surfaced on the event loop side
             log.exception("transformers generation failed")
-            streamer.loop.call_soon_threadsafe(streamer.queue.put_nowait, err)
+            streamer.send(err)
         finally:
             streamer.end()
 

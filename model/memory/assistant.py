@@ -138,6 +138,7 @@ class PreparedQuestion:
     notes: list[str]
     timings: dict[str, float]
     scores: ClipScores | None = None
+    focus: list[tuple[float, float]] = field(default_factory=list)  # what the answer is about (said lines, neighbour)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -626,7 +627,7 @@ class Assistant:
             scores,
             budget_tokens=max(0, budget - reserve - dense_cost),
             clip_cost=lambda c: self._clip_cost(memory, c, use_ocr),
-            top_k=settings.top_k,
+            top_k=0 if tq.windows and not _NEIGHBOUR.search(question) else settings.top_k,
             overview=0 if tq.windows else settings.overview_clips,
             min_score=FOCUS_MIN_SCORE if tq.windows else None,
         )
@@ -637,6 +638,7 @@ class Assistant:
 
         # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
         subtitles = ""
+        answer_focus: list[tuple[float, float]] = []
         if has_speech:
             windows = [(max(0.0, s.start - 3), s.end + 3) for s, _ in dense]
             windows += [(w.start, w.end) if not w.is_moment else (w.start - 5, w.start + 5) for w in tq.windows]
@@ -649,9 +651,10 @@ class Assistant:
                 if tq.windows or moments:
                     focus = windows[:FOCUS_WINDOWS]
                 elif said and _NEIGHBOUR.search(question):  # "what happens after X": X's line and its neighbour
-                    focus = [said[0], *self._neighbour_line(memory, said[0], after=not _BEFORE.search(question))]
+                    neighbour = self._neighbour_line(memory, said[0], after=not _BEFORE.search(question))
+                    focus, answer_focus = [said[0], *neighbour], neighbour or said[:1]
                 elif said:
-                    focus = said
+                    focus, answer_focus = said, said[:1]
                 else:  # "what happens after X": X's clip and the next one
                     focus = [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority[:2]]
                 near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
@@ -692,7 +695,7 @@ class Assistant:
             duration=memory.duration,
         )
         timings["context_s"] = time.perf_counter() - t
-        return PreparedQuestion(inputs, tq, choice, evidence, moments, notes, timings, scores)
+        return PreparedQuestion(inputs, tq, choice, evidence, moments, notes, timings, scores, answer_focus)
 
     # ------------------------------------------------------------------------------------------ ask
     async def ask(
@@ -761,6 +764,8 @@ class Assistant:
                         w.start, format_time(w.start, memory.duration), w.end if w.end > w.start else None, "evidence"
                     )
                 )
+            for a, b in prepared.focus[:1]:  # the line that says what was asked (or the one after it)
+                citations.append(Citation(a, format_time(a, memory.duration), b, "evidence"))
             if not citations and prepared.scores is not None:
                 best = memory.clips[prepared.scores.top(1)[0]]
                 when = self._best_line_time(memory, question, best)

@@ -68,7 +68,7 @@ def select_clips(
         for i in _spread(clips_in_window(clips, w.start, w.end), scores):
             wanted.append((i, f"asked time ({label})"))
     if scores is not None and len(clips):
-        k = max(1, top_k // 2) if tq.windows else top_k
+        k = min(top_k, max(1, top_k // 2)) if tq.windows else top_k  # asked times come first; top_k=0: none
         ranked = scores.top(k)
         if min_score is not None:  # with asked times, weak ranks are left out; otherwise keep the best one
             ranked = [i for i in ranked if scores.combined[i] >= min_score] or ([] if tq.windows else ranked[:1])
