@@ -55,6 +55,7 @@ _SUMMARY = re.compile(  # questions about the whole video: they get all of it, n
     r"(?:video|clip|it) about|whole video|everything)\b",
     re.IGNORECASE,
 )
+_SCREEN = re.compile(r"\b(sign|written|writing|on screen|shown|caption|title|label|board|text)\b", re.IGNORECASE)
 _BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
 _NEIGHBOUR = re.compile(r"\b(after|afterwards|next|following|before|previous|prior)\b", re.IGNORECASE)
 
@@ -617,7 +618,9 @@ class Assistant:
         dense_cost = sum(
             (0 if s.embeddings is None else int(s.embeddings.shape[0])) + count(s.text) + 16 for s, _ in dense
         )
-        has_speech = settings.use_speech and bool(memory.transcript.segments)
+        # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
+        about_screen = bool(tq.windows and _SCREEN.search(question))
+        has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
         reserve = int(budget * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
         use_ocr = settings.use_ocr
         # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated
