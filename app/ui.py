@@ -171,7 +171,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     allow_preview=True,
                     interactive=False,
                 )
-                with gr.Accordion("Settings", open=False):
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
                     fps = gr.Slider(0.1, 4.0, value=sampling.fps, step=0.1, label="Sampling fps (next upload)")
                     frames_per_clip = gr.Slider(
                         1, 32, value=sampling.frames_per_clip, step=1, label="Frames per clip (next upload)"

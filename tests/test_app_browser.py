@@ -279,7 +279,7 @@ def test_stop_ends_answer_early(browser, app_url, speech_video) -> None:
         upload(page, speech_video.path)
         wait_ready(page, READY_TIMEOUT_MS)
         # a long answer budget, so only Stop can end it early (the settings accordion starts closed)
-        page.get_by_role("button", name="Settings").click()
+        page.locator("#settings button.label-wrap").click()
         page.locator("#max-tokens input[type=number]").fill("1024")
         page.locator("#max-tokens input[type=number]").press("Enter")
         ask(page, "Describe everything that happens in the video in great detail, minute by minute.")

@@ -263,6 +263,20 @@ def test_different_sampling_is_a_different_memory(lite, lite_memory, speech_vide
 
 
 @pytest.mark.slow
+def test_memory_key_follows_the_models(lite, speech_video) -> None:
+    import dataclasses
+
+    from model.memory import Assistant
+    from model.profiles import SpeechSpec
+
+    other_whisper = lite.profile.replace(speech=SpeechSpec(model="packaged:tiny.en"))
+    other = Assistant(dataclasses.replace(lite.runtime, profile=other_whisper), cache=lite.cache)
+    assert other.key_for(speech_video.path, other.sampling_for()) != lite.key_for(
+        speech_video.path, lite.sampling_for()
+    ), "memories made by another Whisper are not reused"
+
+
+@pytest.mark.slow
 def test_lite_answers_what_was_only_said(lite, lite_memory) -> None:
     answer = asyncio.run(lite.answer(lite_memory, "What color is the ball?"))
     assert "red" in answer.text.lower(), answer.text

@@ -218,7 +218,20 @@ class Assistant:
         return spec
 
     def key_for(self, path: str | Path, sampling: SamplingSpec) -> str:
-        extra = {"ocr_frames": self.config.ocr_frames_per_clip if self.runtime.ocr else 0, "ocr_pick": "to-last"}
+        # The models that produce a memory are part of its identity: a profile that changes its Whisper or its
+        # encoder must not reopen memories the old models made.
+        p = self.profile
+        models = {
+            "speech": None if p.speech is None else asdict(p.speech),
+            "vision": None if p.vision is None else {k: v for k, v in asdict(p.vision).items() if k != "compile"},
+            "retrieval": None if p.retrieval is None else asdict(p.retrieval),
+            "text_embedder": p.text_embedder,
+        }
+        extra = {
+            "ocr_frames": self.config.ocr_frames_per_clip if self.runtime.ocr else 0,
+            "ocr_pick": "to-last",
+            "models": models,
+        }
         return memory_key(content_hash(path), self.profile.name, {**asdict(sampling), **extra})
 
     def ingest(
