@@ -48,6 +48,7 @@ INSTRUCTIONS = (
 )
 
 
+MOMENT_MIN_SHARE = 0.5  # a found moment must score at least this share of the best one
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
 _SUMMARY = re.compile(  # questions about the whole video: they get all of it, not the lines that match words
@@ -473,8 +474,8 @@ class Assistant:
                     candidates.append(Moment(c.start, c.end, float(clip_score[i]), "matching picture", c.index))
         chosen: list[Moment] = []
         for m in sorted(candidates, key=lambda m: -m.score):
-            if m.score <= 0:
-                continue
+            if m.score <= 0 or (chosen and m.score < MOMENT_MIN_SHARE * chosen[0].score):
+                continue  # weak matches beside a clear one only send the user to the wrong place
             if any(abs(m.start - o.start) < 5.0 or (m.start < o.end and o.start < m.end) for o in chosen):
                 continue
             chosen.append(m)
