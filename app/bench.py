@@ -8,6 +8,7 @@ the page, queueing and prompt building included) and click -> answer done.
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import statistics
 import tempfile
@@ -179,4 +180,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             browser.close()
     finally:
         demo.close()
+        shutil.rmtree(work, ignore_errors=True)  # the generated video and the memory cache of this run
     return report
