@@ -18,10 +18,7 @@ log = logging.getLogger(__name__)
 def serve(args: argparse.Namespace) -> int:
     """Start the web app with `launch.py serve` flags; returns the exit code."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from tqdm import tqdm
-
-    from model.profiles import get_profile
-    from model.runtime import Runtime
+    from model.memory.cli import StageBar, load_runtime
 
     settings: AppSettings = settings_from_args(args)
     auth = parse_auth(getattr(args, "auth", None))
@@ -32,17 +29,7 @@ def serve(args: argparse.Namespace) -> int:
             "Pass --auth user:password (or a file, or set VIDEOCHAT_AUTH).",
             file=sys.stderr,
         )
-    profile = get_profile(args.profile)
-
-    bar = tqdm(total=100, desc=f"loading {profile.name}", unit="%")
-
-    def progress(stage: str, fraction: float) -> None:
-        bar.set_description(stage)
-        bar.n = int(fraction * 100)
-        bar.refresh()
-
-    runtime = Runtime.load(profile, llm_url=getattr(args, "llm_url", None), progress=progress)
-    bar.close()
+    runtime = load_runtime(args, StageBar())  # the profile's models, once, for every session
     print(f"loaded {runtime.describe()} in {sum(runtime.load_seconds.values()):.1f} s", file=sys.stderr)
 
     demo = build_app(runtime, settings)

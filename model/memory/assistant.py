@@ -25,7 +25,7 @@ import torch
 from model.errors import VideoChatError
 from model.memory.cache import MemoryCache, content_hash, memory_key
 from model.memory.citations import Citation, check_citations
-from model.memory.context import ContextChoice, select_clips
+from model.memory.context import BEFORE, ContextChoice, asks_neighbour, select_clips
 from model.memory.records import ClipRecord, VideoMemory
 from model.memory.search import ClipScores, Moment, combine_scores, keyword_scores, words
 from model.memory.timeparse import TimeQuery, TimeWindow, format_time, parse_time_refs
@@ -57,8 +57,6 @@ _SUMMARY = re.compile(  # questions about the whole video: they get all of it, n
     re.IGNORECASE,
 )
 _SCREEN = re.compile(r"\b(sign|written|writing|on screen|shown|caption|title|label|board|text)\b", re.IGNORECASE)
-_BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
-_NEIGHBOUR = re.compile(r"\b(after|afterwards|next|following|before|previous|prior)\b", re.IGNORECASE)
 
 
 class QuestionError(VideoChatError):
@@ -200,6 +198,11 @@ class Assistant:
         self.encoder_calls = 0  # clips encoded (tests count recomputation with it)
         # The same subtitle lines and clip intros are counted for every question: remember their lengths.
         self.count_tokens = functools.lru_cache(maxsize=1 << 16)(runtime.prompt_builder.count_tokens)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019  (lives as long as the process-wide Assistant)
+    def embed_question(self, question: str) -> np.ndarray:
+        """The question's sentence embedding [d]; clip ranking, line ranking and moments all use it."""
+        return self.runtime.text_embedder.embed([question])[0]
 
     @property
     def profile(self):
@@ -401,7 +404,7 @@ class Assistant:
             q = rt.retrieval.encode_text([question]).float().numpy()[0]  # [512]
             parts["video"] = memory.retrieval_embeddings @ q
         if rt.text_embedder is not None and memory.text_embeddings is not None:
-            q = rt.text_embedder.embed([question])[0]  # [d]
+            q = self.embed_question(question)  # [d]
             parts["text"] = memory.text_embeddings @ q
         texts = [
             c.transcript + (" " + " ".join(c.ocr) if settings.use_ocr else "")
@@ -426,7 +429,7 @@ class Assistant:
             and len(memory.segment_embeddings) == len(memory.transcript.segments)
         ):
             keep = [i for i, s in enumerate(memory.transcript.segments) if s.text.strip()]
-            score = score + memory.segment_embeddings[keep] @ rt.text_embedder.embed([question])[0]
+            score = score + memory.segment_embeddings[keep] @ self.embed_question(question)
         return segs, score, kw
 
     def _said_windows(self, memory: VideoMemory, question: str, k: int = 2) -> list[tuple[float, float]]:
@@ -436,6 +439,32 @@ class Assistant:
         segs, score, kw = self.line_scores(memory, question)
         order = [int(i) for i in np.argsort(-score) if kw[int(i)] > 0][:k]
         return [(segs[i].start, segs[i].end) for i in order]
+
+    def _subtitle_focus(
+        self,
+        memory: VideoMemory,
+        question: str,
+        tq: TimeQuery,
+        moments: list[Moment],
+        said: list[tuple[float, float]],
+        windows: list[tuple[float, float]],
+        choice: ContextChoice,
+    ) -> tuple[list[tuple[float, float]] | None, list[tuple[float, float]]]:
+        """(the only windows whose subtitles a focused question sees, or None for all; what the answer is about).
+
+        Focused questions (a time, a "when", a line that says the question's words, "what happens after") see
+        only the subtitles near their moments: small models otherwise answer from other lines.
+        """
+        if tq.windows or moments:
+            return windows[:FOCUS_WINDOWS], []
+        if said and asks_neighbour(question):  # "what happens after X": X's line and its neighbour
+            neighbour = self._neighbour_line(memory, said[0], after=not BEFORE.search(question))
+            return [said[0], *neighbour], neighbour or said[:1]
+        if said:
+            return said, said[:1]
+        if asks_neighbour(question):  # no line says X: X's clip and the next one
+            return [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority[:2]], []
+        return None, []
 
     @staticmethod
     def _neighbour_line(memory: VideoMemory, line: tuple[float, float], after: bool) -> list[tuple[float, float]]:
@@ -645,38 +674,26 @@ class Assistant:
             scores,
             budget_tokens=max(0, budget - reserve - dense_cost),
             clip_cost=lambda c: self._clip_cost(memory, c, use_ocr),
-            top_k=0 if tq.windows and not _NEIGHBOUR.search(question) else settings.top_k,
+            top_k=0 if tq.windows and not asks_neighbour(question) else settings.top_k,
             overview=0 if tq.windows else settings.overview_clips,
             min_score=FOCUS_MIN_SCORE if tq.windows else None,
         )
-        # Focused questions (a time, a "when", "what happens after") see only the subtitles near their
-        # moments; open questions get the lines of the chosen clips first, then the rest of the transcript.
-        said = self._said_windows(memory, question) if not (tq.windows or moments) else []
-        focused = bool(tq.windows or moments or said or _NEIGHBOUR.search(question))
-
         # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
         subtitles = ""
         answer_focus: list[tuple[float, float]] = []
         if has_speech:
+            said = [] if tq.windows or moments else self._said_windows(memory, question)
             windows = [(max(0.0, s.start - 3), s.end + 3) for s, _ in dense]
             windows += [(w.start, w.end) if not w.is_moment else (w.start - 5, w.start + 5) for w in tq.windows]
             windows += [(m.start, m.end) for m in moments]
             windows += said  # lines that say the question's words
             windows += [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority]
-            sub_budget = max(0, budget - choice.used_tokens - dense_cost)
+            focus, answer_focus = self._subtitle_focus(memory, question, tq, moments, said, windows, choice)
             transcript = memory.transcript
-            if focused:
-                if tq.windows or moments:
-                    focus = windows[:FOCUS_WINDOWS]
-                elif said and _NEIGHBOUR.search(question):  # "what happens after X": X's line and its neighbour
-                    neighbour = self._neighbour_line(memory, said[0], after=not _BEFORE.search(question))
-                    focus, answer_focus = [said[0], *neighbour], neighbour or said[:1]
-                elif said:
-                    focus, answer_focus = said, said[:1]
-                else:  # "what happens after X": X's clip and the next one
-                    focus = [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority[:2]]
+            if focus is not None:
                 near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
                 transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
+            sub_budget = max(0, budget - choice.used_tokens - dense_cost)
             subtitles = subtitle_lines(transcript, sub_budget, count, priority_windows=windows)
 
         segments: list[tuple[float, Any]] = []

@@ -16,7 +16,7 @@ from model.errors import VideoChatError
 Progress = Callable[[str, float], None]
 
 
-class _StageBar:
+class StageBar:
     """`progress(stage, fraction)` callbacks as one tqdm bar per stage, on stderr so --json stays clean."""
 
     def __init__(self, enabled: bool = True) -> None:
@@ -53,7 +53,7 @@ def _check_file(path: str) -> Path:
     return p
 
 
-def load_runtime(args: argparse.Namespace, bar: _StageBar) -> Any:
+def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     from model.profiles import get_profile
     from model.runtime import Runtime
 
@@ -85,7 +85,7 @@ def ingest_command(args: argparse.Namespace) -> int:
     if args.full:
         from model.memory.assistant import Assistant
 
-        bar = _StageBar()
+        bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
             assistant = Assistant(runtime, cache_dir=args.cache_dir)
@@ -115,13 +115,12 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def ask_command(args: argparse.Namespace) -> int:
     """Answer one question: {answer, citations, evidence, moments, notes, timings} with --json."""
-    from model.memory.assistant import Assistant, ChatSettings
+    from model.media import probe
+    from model.memory.assistant import AnswerDelta, AnswerDone, Assistant, ChatSettings
 
     path = _check_file(args.video)
-    from model.media import probe
-
     probe(path)  # a bad file fails before minutes of model loading
-    bar = _StageBar()
+    bar = StageBar()
     t0 = time.perf_counter()
     runtime = load_runtime(args, bar)
     load_s = time.perf_counter() - t0
@@ -137,8 +136,6 @@ def ask_command(args: argparse.Namespace) -> int:
             if args.json:
                 answer = await assistant.answer(memory, args.question, settings=settings)
             else:  # stream the text as it comes
-                from model.memory.assistant import AnswerDelta, AnswerDone
-
                 answer = None
                 async for event in assistant.ask(memory, args.question, settings=settings):
                     if isinstance(event, AnswerDelta):

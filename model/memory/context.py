@@ -10,8 +10,13 @@ from model.memory.records import ClipRecord
 from model.memory.search import ClipScores, overview_indices
 from model.memory.timeparse import TimeQuery
 
-_FOLLOW = re.compile(r"\b(after|afterwards|next|then|following|later)\b", re.IGNORECASE)
-_BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
+FOLLOW = re.compile(r"\b(after|afterwards|next|then|following|later)\b", re.IGNORECASE)
+BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)
+
+
+def asks_neighbour(question: str) -> bool:
+    """ "What happens after/before X?": the answer is next to the best match, not in it."""
+    return bool(FOLLOW.search(question) or BEFORE.search(question))
 
 
 @dataclass
@@ -76,9 +81,9 @@ def select_clips(
             wanted.append((i, f"rank {rank}"))
         if ranked and not tq.windows:
             best = ranked[0]
-            if _FOLLOW.search(tq.question) and best + 1 < len(clips):
+            if FOLLOW.search(tq.question) and best + 1 < len(clips):
                 wanted.insert(1, (best + 1, "right after the best match"))
-            if _BEFORE.search(tq.question) and best > 0:
+            if BEFORE.search(tq.question) and best > 0:
                 wanted.insert(1, (best - 1, "right before the best match"))
     for i in overview_indices(len(clips), overview):
         wanted.append((i, "overview"))

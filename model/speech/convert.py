@@ -133,30 +133,28 @@ def ct2_to_openai_state(variables: dict[str, np.ndarray]) -> tuple[dict[str, int
     for conv in ("conv1", "conv2"):
         linear(f"encoder.{conv}", f"encoder/{conv}")
     state["encoder.positional_embedding"] = get("encoder/position_encodings/encodings")
-    for i in range(n_audio_layer):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+
+    def self_attention_and_mlp(dst: str, src: str) -> None:  # what encoder and decoder blocks share
         norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
         split(f"{dst}.attn", ("query", "key", "value"), f"{src}/self_attention/linear_0")
         linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
         norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
         linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
         linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+
+    for i in range(n_audio_layer):
+        self_attention_and_mlp(f"encoder.blocks.{i}", f"encoder/layer_{i}")
     norm("encoder.ln_post", "encoder/layer_norm")
 
     state["decoder.token_embedding.weight"] = get("decoder/embeddings/weight")
     state["decoder.positional_embedding"] = get("decoder/position_encodings/encodings")
     for i in range(n_text_layer):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        split(f"{dst}.attn", ("query", "key", "value"), f"{src}/self_attention/linear_0")
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        self_attention_and_mlp(dst, src)
         norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
         linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
         split(f"{dst}.cross_attn", ("key", "value"), f"{src}/attention/linear_1")
         linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
     norm("decoder.ln", "decoder/layer_norm")
 
     projection = variables.get("decoder/projection/weight")
