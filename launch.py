@@ -20,13 +20,13 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 BENCHES = {
-    "sample": "model.media.bench",
-    "encoder": "model.internvideo2.bench",
-    "llm": "model.llm.bench",
-    "asr": "model.speech.bench",
-    "memory": "model.memory.bench",
-    "eval": "model.memory.eval",
-    "app": "app.bench",
+    "sample": "tools.bench.sample",
+    "encoder": "tools.bench.encoder",
+    "llm": "tools.bench.llm",
+    "asr": "tools.bench.asr",
+    "memory": "tools.bench.memory",
+    "eval": "tools.eval_memory",
+    "app": "tools.bench.app",
 }
 COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
 

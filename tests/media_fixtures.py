@@ -1,7 +1,7 @@
 """Session-scoped test media (made offline with ffmpeg/espeak-ng/sox); owned by the media tests.
 
 Every fixture builds its file once per test session under one tmp_path_factory folder. The generators live
-in `model.media.synth` so other packages (e.g. the memory eval) make the same media.
+in `tools.synth` so other packages (e.g. the memory eval) make the same media.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.media import synth
+from tools import synth
 
 RED_BALL = "The red ball is bouncing on the table."
 SPEECH_SENTENCES: list[tuple[float, str]] = [

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-from app.bench import (  # noqa: E402  (after the importorskip)
+from tools.bench.app import (  # noqa: E402  (after the importorskip)
     CHROMIUM,
     CHROMIUM_FLAGS,
     ask,
@@ -75,7 +75,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def second_video(tmp_path_factory: pytest.TempPathFactory):
-    from model.media import synth
+    from tools import synth
 
     return synth.make_speech_video(
         tmp_path_factory.mktemp("second") / "weather.mp4",

@@ -15,8 +15,8 @@ import pytest
 
 import model.media as media
 from model.errors import VideoChatError
-from model.media import synth
 from tests.media_fixtures import RED_BALL
+from tools import synth
 
 
 # ------------------------------------------------------------------------------------------------- helpers

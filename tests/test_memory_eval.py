@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from model.memory import eval as memeval
 from model.memory.timeparse import parse_time_refs
+from tools import eval_memory as memeval
 
 
 @pytest.mark.parametrize("minutes", [2.5, 10.0])

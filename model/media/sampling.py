@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from model.media.errors import CorruptVideoError
-from model.media.probe import FrameTable, VideoInfo, _cached, _file_key, open_container
+from model.media.probe import FrameTable, _cached, _file_key, open_container
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,3 @@ def sample_window(
         if not len(idx):
             idx = table.index_at(np.array([t0]))
     return _load(str(path), idx, short_side, backend)
-
-
-def frames_info(path: str) -> tuple[FrameTable, VideoInfo]:
-    """(frame table, info) from the cache, for planners that need real frame times."""
-    return _cached(*_file_key(path))

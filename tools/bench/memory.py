@@ -1,6 +1,6 @@
 """`launch.py bench memory --json`: ingestion speed, cache reopen time and retrieval latency over a 450-clip index.
 
-- Ingestion: a generated scene video (model.memory.eval, speech + burned-in signs) ingested into an empty
+- Ingestion: a generated scene video (tools.eval_memory, speech + burned-in signs) ingested into an empty
   cache with the profile (`lite` by default); speed is seconds of video per second of wall time.
 - Reopen: a new Assistant on the same cache directory ingests the same file again. The per-process
   content-hash memo is cleared first, so the figure includes hashing the file, as after a restart.
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from model.assets import data_dir
-    from model.memory.eval import load_lite_runtime, make_eval_video
+    from tools.eval_memory import load_lite_runtime, make_eval_video
 
     work = Path(args.work_dir) if args.work_dir else data_dir() / "eval"
     video = make_eval_video(work, args.minutes, args.seed)

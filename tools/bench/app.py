@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from app.config import AppSettings
     from app.ui import build_app, launch_options
-    from model.media import synth
     from model.profiles import get_profile
     from model.runtime import Runtime
+    from tools import synth
 
     work = Path(tempfile.mkdtemp(prefix="bench-app-"))
     video = Path(args.video) if args.video else None

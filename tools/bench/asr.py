@@ -3,7 +3,7 @@
 faster-whisper (CTranslate2, int8 on CPU) and openai-whisper (PyTorch) run the same checkpoints: the packaged
 CTranslate2 models, converted once for openai-whisper (model/speech/convert.py). Each pair is loaded, warmed
 up (openai-whisper compiles its word-alignment code with numba on first use), then timed on the whole audio;
-the best of `--repeats` is reported. Without VIDEO an espeak-ng speech video is generated (model/media/synth.py),
+the best of `--repeats` is reported. Without VIDEO an espeak-ng speech video is generated (tools/synth.py),
 and its known sentences give a word-match score.
 """
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
     source = {}
     path = args.video
     if path is None:
-        from model.media.synth import make_speech_video
+        from tools.synth import make_speech_video
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-asr-"))
         synth = make_speech_video(tmp / "speech.mp4", SYNTH_SENTENCES, SYNTH_DURATION, clock=False)

@@ -254,7 +254,7 @@ def _render(path: Path, scenes: list[Scene], duration: float, size: tuple[int, i
     """
     import subprocess
 
-    from model.media.synth import make_speech_track, scene_filters
+    from tools.synth import make_speech_track, scene_filters
 
     wav = path.with_suffix(".speech.wav")
     spoken = make_speech_track([(s.said_start, s.sentence) for s in scenes], duration, wav)

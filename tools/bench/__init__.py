@@ -1,0 +1,1 @@
+"""`launch.py bench NAME`: one module per bench, each with `add_arguments(parser)` and `run(args) -> dict`."""
