@@ -26,8 +26,8 @@ from model.internvideo2 import (
     preprocess_frames,
 )
 from model.internvideo2.convert import LM_PREFIX
-from model.internvideo2.loading import hub_file
 from model.profiles import TINY, RetrievalSpec, VisionSpec
+from model.sources import resolve_model_file
 from tests import internvideo2_reference as ref
 
 WIDTH, VIT_HEADS, MLP, PATCH = 64, 4, 256, 14
@@ -282,7 +282,7 @@ def test_random_source_is_deterministic() -> None:
 def test_offline_hub_id_gives_access_error() -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     with pytest.raises(ModelAccessError, match="cache"):
-        hub_file("OpenGVLab/InternVideo2-Chat-8B", "model.safetensors.index.json")
+        resolve_model_file("OpenGVLab/InternVideo2-Chat-8B", "model.safetensors.index.json")
 
 
 # ---------------------------------------------------------------------------------------------- stage-2 retrieval

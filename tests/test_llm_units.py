@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model.errors import ModelAccessError
-from model.llm import EngineError, create_engine, resolve_llm_dir
-from model.llm.engine import engine_dtype
+from model.errors import ConfigError, ModelAccessError
+from model.llm import EngineError, create_engine
 from model.llm.hf import IncrementalDecoder, apply_stop
 from model.llm.remote import encode_prompt_embeds
 from model.profiles import LITE, LLMSpec
+from model.runtime import resolve_llm_dir
+from model.sources import resolve_dtype, resolve_model_dir, resolve_model_file
 
 SPEC = LLMSpec(source="packaged:smollm2", template="chatml")
 
@@ -31,13 +32,34 @@ def smol_dir() -> Path:
 def test_resolve_llm_dir(smol_dir: Path, tmp_path: Path) -> None:
     assert resolve_llm_dir(LITE.llm, None) == smol_dir
     assert resolve_llm_dir(replace(SPEC, source=str(smol_dir))) == smol_dir
-    with pytest.raises(EngineError, match=r"no config\.json"):
+    with pytest.raises(ConfigError, match=r"no config\.json"):
         resolve_llm_dir(replace(SPEC, source=str(tmp_path)))
-    with pytest.raises(EngineError, match="needs a vision source"):
+    with pytest.raises(ConfigError, match="needs a vision source"):
         resolve_llm_dir(replace(SPEC, source="converted"), None)
     # A hub id that is not cached, with the hub offline (tests/conftest.py): a clear access error.
-    with pytest.raises(ModelAccessError, match=r"not cached|cannot be reached|hub"):
+    with pytest.raises(ModelAccessError, match=r"not in the local Hugging Face cache.*LLM|LLM.*not in the local"):
         resolve_llm_dir(replace(SPEC, source="someone/not-a-cached-model"))
+
+
+def test_resolve_model_sources(smol_dir: Path, tmp_path: Path) -> None:
+    """The one resolver: packaged, local folder/file as is, hub ids through the (offline) cache, clear errors."""
+    assert resolve_model_dir("packaged:smollm2") == smol_dir
+    assert resolve_model_dir(str(smol_dir)) == smol_dir
+    assert resolve_model_file(str(smol_dir), "config.json") == smol_dir / "config.json"
+    assert resolve_model_file(str(smol_dir / "config.json"), "ignored.json") == smol_dir / "config.json"
+    with pytest.raises(ModelAccessError, match=r"has no missing\.bin"):
+        resolve_model_file(str(smol_dir), "missing.bin")
+    with pytest.raises(ModelAccessError, match=r"Unknown packaged model"):
+        resolve_model_dir("packaged:nope")
+    with pytest.raises(ModelAccessError, match=r"neither a local path nor a hub id"):
+        resolve_model_dir(str(tmp_path / "no" / "such" / "folder"), what="vision")
+    with pytest.raises(ModelAccessError, match=r"speech model someone/x is not in the local Hugging Face cache"):
+        resolve_model_dir("someone/x", allow_patterns=["*.json"], what="speech model")
+    with pytest.raises(ModelAccessError, match=r"not in the local Hugging Face cache") as info:
+        resolve_model_file("someone/x", "config.json")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    assert isinstance(info.value.__cause__, LocalEntryNotFoundError)  # callers can tell "offline" from "absent"
 
 
 def test_engine_choice_errors(smol_dir: Path) -> None:
@@ -51,10 +73,10 @@ def test_engine_choice_errors(smol_dir: Path) -> None:
         create_engine(replace(SPEC, engine="vllm", quantization="int3"), smol_dir, "cpu")
     with pytest.raises(EngineError, match="Cannot use the LLM server"):  # nothing listens on port 9
         create_engine(SPEC, smol_dir, "cpu", llm_url="http://127.0.0.1:9")
-    assert engine_dtype("auto", "cpu") == torch.float32 and engine_dtype("auto", "cuda") == torch.bfloat16
-    assert engine_dtype("bf16", "cpu") == torch.bfloat16
-    with pytest.raises(EngineError, match="Unknown LLM dtype"):
-        engine_dtype("int8", "cpu")
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "cuda:1") == torch.bfloat16
+    assert resolve_dtype("bf16", "cpu") == resolve_dtype("bfloat16", "cuda") == torch.bfloat16
+    with pytest.raises(ConfigError, match="Unknown dtype"):
+        resolve_dtype("int8", "cpu")
 
 
 def test_wire_format_is_what_vllm_decodes() -> None:

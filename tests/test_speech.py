@@ -289,8 +289,9 @@ def test_hub_name_loads_from_hf_cache_offline(tmp_path, tiny_en, media, monkeypa
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     snap = _fake_hub_cache(tmp_path, "Systran/faster-whisper-tiny.en", Path(tiny_en.model_path))
-    assert Path(resolve_faster_whisper_model("tiny.en", cache_dir=str(tmp_path))) == snap
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert Path(resolve_faster_whisper_model("tiny.en")) == snap
+    assert Path(resolve_faster_whisper_model("Systran/faster-whisper-tiny.en")) == snap
     hub = build_transcriber(SpeechSpec(model="tiny.en"), "cpu")
     assert Path(hub.model_path) == snap
     audio = decode_audio(media["speech"].path)

@@ -16,19 +16,15 @@ from typing import Any
 
 import torch
 
-from model.errors import ModelAccessError
 from model.internvideo2.loading import (
     CHAT_PREFIXES,
-    CheckpointError,
-    SafetensorsSet,
     chat_configs,
-    hub_snapshot,
     infer_bridge_config,
     infer_vit_config,
-    is_hub_id,
     save_vision_folder,
 )
 from model.profiles import VisionSpec
+from model.sources import CheckpointError, SafetensorsSet, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +182,6 @@ def _write_llm(
         log.warning("no tokenizer files in %s: add Mistral-7B-Instruct-v0.3 tokenizer files to %s", src, out)
 
 
-def _source_folder(source: str | Path) -> Path:
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    if not is_hub_id(str(source)):
-        raise ModelAccessError(f"Checkpoint source {source!r} is neither a local folder nor a hub id")
-    return hub_snapshot(str(source), ["*.safetensors", "*.json", "tokenizer*", "*.model", "*.jinja"])
-
-
 def convert_chat_checkpoint(
     source: str | Path,
     out_dir: str | Path,
@@ -209,7 +196,11 @@ def convert_chat_checkpoint(
     `llm_config` overrides Mistral config values (e.g. `head_dim` for a test-sized checkpoint); the other
     sizes are inferred from tensor shapes.
     """
-    src = _source_folder(source)
+    src = resolve_model_dir(
+        str(source),
+        allow_patterns=["*.safetensors", "*.json", "tokenizer*", "*.model", "*.jinja"],
+        what="InternVideo2-Chat checkpoint",
+    )
     out = Path(out_dir).expanduser()
     st = SafetensorsSet.from_folder(src) if src.is_dir() else SafetensorsSet.from_files([src])
     folder = src if src.is_dir() else src.parent

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.errors import ConfigError, ModelAccessError, VideoChatError
+from model.errors import ModelAccessError
 from model.internvideo2.bridge import BRIDGE_PRESETS, BridgeConfig
 from model.internvideo2.chat import InternVideo2ChatEncoder
 from model.internvideo2.retrieval import (
@@ -28,136 +28,20 @@ from model.internvideo2.retrieval import (
 )
 from model.internvideo2.vit import PRESETS, VisionTransformerConfig, vit_preset
 from model.profiles import RetrievalSpec, VisionSpec
+from model.sources import (
+    CheckpointError,
+    SafetensorsSet,
+    is_hub_id,
+    resolve_dtype,
+    resolve_model_dir,
+    resolve_model_file,
+)
 
 log = logging.getLogger(__name__)
 
 VISION_CONFIG = "internvideo2_vision.json"  # marks a converted vision folder
 STAGE2_DEFAULT_FILE = "InternVideo2-stage2_1b-224p-f4.pt"
 BERT_TOKENIZER = "google-bert/bert-base-uncased"
-
-
-class CheckpointError(VideoChatError):
-    """A checkpoint is missing weights, has wrong shapes, or is not an InternVideo2 checkpoint."""
-
-
-# ---------------------------------------------------------------------------------------------- dtype, hub
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """ "auto": bf16 on CUDA, fp32 on CPU; else bf16 | fp16 | fp32 (or torch names)."""
-    names = {
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "half": torch.float16,
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "float": torch.float32,
-    }
-    if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    try:
-        return names[dtype]
-    except KeyError:
-        raise ConfigError(f"Unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
-
-
-def is_hub_id(source: str) -> bool:
-    return not Path(source).expanduser().exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None
-
-
-def _access_error(repo_id: str, err: Exception) -> ModelAccessError:
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    if isinstance(err, GatedRepoError):
-        return ModelAccessError(
-            f"{repo_id} is a gated model. Open https://huggingface.co/{repo_id}, accept its terms with your account, "
-            f"then set HF_TOKEN to an access token of that account (https://huggingface.co/settings/tokens)."
-        )
-    if isinstance(err, RepositoryNotFoundError):
-        return ModelAccessError(
-            f"{repo_id} was not found on the Hugging Face hub (or it is private/gated: accept its terms on "
-            f"https://huggingface.co/{repo_id} and set HF_TOKEN)."
-        )
-    if isinstance(err, LocalEntryNotFoundError):
-        return ModelAccessError(
-            f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached (offline?). "
-            f"Download it once with a network connection, or pass a local folder."
-        )
-    return ModelAccessError(f"Could not download {repo_id}: {err}")
-
-
-def hub_file(repo_id: str, filename: str) -> Path:
-    """One file of a hub repo through the HF cache (progress bars; token from HF_TOKEN)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(repo_id, filename))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise _access_error(repo_id, err) from err
-
-
-def hub_snapshot(repo_id: str, allow_patterns: list[str] | None = None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise _access_error(repo_id, err) from err
-
-
-# ---------------------------------------------------------------------------------------------- safetensors sets
-
-
-class SafetensorsSet:
-    """Tensors of one checkpoint spread over safetensors shards (index json or a glob), read lazily."""
-
-    def __init__(self, weight_map: dict[str, Path]) -> None:
-        self.weight_map = weight_map
-        self._handles: dict[Path, object] = {}
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> SafetensorsSet:
-        index = folder / "model.safetensors.index.json"
-        if index.exists():
-            wm = json.loads(index.read_text())["weight_map"]
-            return cls({k: folder / v for k, v in wm.items()})
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise CheckpointError(f"No safetensors weights in {folder}")
-        return cls.from_files(files)
-
-    @classmethod
-    def from_files(cls, files: Iterable[Path]) -> SafetensorsSet:
-        from safetensors import safe_open
-
-        wm: dict[str, Path] = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as h:
-                wm.update(dict.fromkeys(h.keys(), Path(f)))
-        return cls(wm)
-
-    def keys(self) -> list[str]:
-        return list(self.weight_map)
-
-    def _handle(self, path: Path):
-        from safetensors import safe_open
-
-        if path not in self._handles:
-            self._handles[path] = safe_open(str(path), framework="pt")
-        return self._handles[path]
-
-    def shape(self, key: str) -> list[int]:
-        return list(self._handle(self.weight_map[key]).get_slice(key).get_shape())
-
-    def get(self, key: str) -> torch.Tensor:
-        return self._handle(self.weight_map[key]).get_tensor(key)
-
-    def close(self) -> None:
-        self._handles.clear()
 
 
 # ---------------------------------------------------------------------------------------------- name maps
@@ -398,18 +282,19 @@ def _load_vision_folder(folder: Path, spec: VisionSpec, device: str) -> InternVi
 
 def _chat_hub_files(repo_id: str) -> Path:
     """Download only the index and the shards that hold encoder weights (never the LLM-only shards)."""
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    what = "InternVideo2-Chat checkpoint"
     try:
-        index = hub_file(repo_id, "model.safetensors.index.json")
+        index = resolve_model_file(repo_id, "model.safetensors.index.json", what=what)
     except ModelAccessError as err:
-        if isinstance(err.__cause__, EntryNotFoundError):
-            return hub_snapshot(repo_id, ["*.safetensors", "*.json"])
+        if isinstance(err.__cause__, RemoteEntryNotFoundError):  # one unsharded file: take the whole repo
+            return resolve_model_dir(repo_id, allow_patterns=["*.safetensors", "*.json"], what=what)
         raise
     weight_map = json.loads(index.read_text())["weight_map"]
     shards = sorted({f for k, f in weight_map.items() if k.startswith(CHAT_PREFIXES)})
     for shard in shards:
-        hub_file(repo_id, shard)
+        resolve_model_file(repo_id, shard, what=what)
     return index.parent
 
 
@@ -426,16 +311,15 @@ def build_chat_encoder(spec: VisionSpec, device: str = "cpu") -> InternVideo2Cha
     checkpoint folder/safetensors file, or a hub id (only the shards holding encoder weights are fetched)."""
     if spec.source == "random":
         return random_chat_encoder(spec, device)
-    path = Path(spec.source).expanduser()
-    if not path.exists() and is_hub_id(spec.source):
+    if is_hub_id(spec.source):
         from model.internvideo2.convert import default_converted_dir
 
         converted = default_converted_dir(spec) / "vision"
         if (converted / VISION_CONFIG).exists():
             return _load_vision_folder(converted, spec, device)
         path = _chat_hub_files(spec.source)
-    elif not path.exists():
-        raise ModelAccessError(f"Vision source {spec.source!r} is neither a local path nor a hub id")
+    else:
+        path = resolve_model_dir(spec.source, what="vision model")
     if path.is_dir() and (path / "vision" / VISION_CONFIG).exists():
         path = path / "vision"
     if path.is_dir() and (path / VISION_CONFIG).exists():
@@ -516,11 +400,10 @@ def build_retrieval(spec: RetrievalSpec, device: str = "cpu") -> InternVideo2Ret
             torch.manual_seed(0)
             model = InternVideo2Retrieval(preset, tokenizer, spec.frames_per_clip)
         return _finish(model, device, dtype)
-    path = Path(spec.source).expanduser()
-    if not path.exists():
-        if not is_hub_id(spec.source):
-            raise ModelAccessError(f"Retrieval source {spec.source!r} is neither a local path nor a hub id")
-        path = hub_file(spec.source, spec.filename or STAGE2_DEFAULT_FILE)
+    if is_hub_id(spec.source):
+        path = resolve_model_file(spec.source, spec.filename or STAGE2_DEFAULT_FILE, what="retrieval model")
+    else:
+        path = resolve_model_dir(spec.source, what="retrieval model")
     if path.is_dir():
         candidates = [path / spec.filename] if spec.filename else sorted([*path.glob("*.pt"), *path.glob("*.pth")])
         if not candidates or not candidates[0].exists():

@@ -1,6 +1,6 @@
 """LLM engines (vLLM in-process, remote vLLM, transformers) and prompt assembly."""
 
-from model.llm.engine import Engine, GenerationParams, create_engine, resolve_llm_dir
+from model.llm.engine import Engine, GenerationParams, create_engine
 from model.llm.errors import EngineError, LLMError, PromptError
 from model.llm.prompt import (
     PromptBuilder,
@@ -23,6 +23,5 @@ __all__ = [
     "VideoSegment",
     "create_engine",
     "format_clock",
-    "resolve_llm_dir",
     "validate_prompt_embeds",
 ]

@@ -16,7 +16,7 @@ from model.llm.errors import EngineError
 from model.llm.prompt import context_window_of, hidden_size_of, validate_prompt_embeds
 
 if TYPE_CHECKING:
-    from model.profiles import LLMSpec, VisionSpec
+    from model.profiles import LLMSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +68,6 @@ class Engine(abc.ABC):
         return type(self).__name__
 
 
-def engine_dtype(spec_dtype: str, device: str) -> torch.dtype:
-    """ "auto": float32 on CPU (parity, and fast enough for small models), bfloat16 on CUDA."""
-    if spec_dtype in ("auto", "", None):
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    try:
-        dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(spec_dtype, spec_dtype))
-    except AttributeError:
-        dtype = None
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise EngineError(f"Unknown LLM dtype {spec_dtype!r}; use auto, float32, bfloat16 or float16")
-    return dtype
-
-
 def resolve_max_model_len(spec: LLMSpec, model_dir: Path) -> int:
     """The spec's length, capped by what the model was trained for."""
     return min(int(spec.max_model_len), context_window_of(model_dir))
@@ -111,54 +98,3 @@ def create_engine(spec: LLMSpec, model_dir: Path, device: str, llm_url: str | No
     from model.llm.hf import TransformersEngine
 
     return TransformersEngine.from_spec(spec, model_dir, device)
-
-
-def resolve_llm_dir(spec: LLMSpec, vision: VisionSpec | None = None) -> Path:
-    """Map the spec's source to a local transformers folder (downloading or converting once if needed)."""
-    source = spec.source
-    if source.startswith("packaged:"):
-        from model.assets import resolve_packaged
-
-        return resolve_packaged(source)
-    if source == "converted":
-        if vision is None:
-            raise EngineError('LLM source "converted" needs a vision source to convert from')
-        from model.internvideo2 import ensure_converted  # another package; imported only when needed
-
-        return Path(ensure_converted(vision))
-    path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise EngineError(f"{path} is not a model folder (no config.json)")
-        return path
-    return _download(source)
-
-
-def _download(repo_id: str) -> Path:
-    import os
-
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    from model.errors import ModelAccessError
-
-    log.warning("Downloading the LLM %s (once; cached by huggingface_hub)", repo_id)
-    try:
-        # snapshot_download shows tqdm progress bars; only what serving needs is fetched.
-        return Path(
-            snapshot_download(
-                repo_id,
-                token=os.environ.get("HF_TOKEN"),
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
-            )
-        )
-    except GatedRepoError as err:
-        raise ModelAccessError(
-            f"{repo_id} is gated: accept its terms on huggingface.co and set HF_TOKEN, then retry"
-        ) from err
-    except RepositoryNotFoundError as err:
-        raise ModelAccessError(f"No model {repo_id!r} on the hub (or it is private: set HF_TOKEN)") from err
-    except LocalEntryNotFoundError as err:
-        raise ModelAccessError(f"{repo_id} is not cached and the hub cannot be reached (offline?)") from err
-    except HfHubHTTPError as err:
-        raise ModelAccessError(f"Could not download {repo_id}: {err}") from err

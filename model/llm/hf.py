@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from model.llm.engine import Engine, GenerationParams, engine_dtype, resolve_max_model_len
+from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
+from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
     from model.profiles import LLMSpec
@@ -124,7 +125,7 @@ class TransformersEngine(Engine):
         return cls(
             model_dir,
             device=device,
-            dtype=engine_dtype(spec.dtype, device),
+            dtype=resolve_dtype(spec.dtype, device),
             max_model_len=resolve_max_model_len(spec, Path(model_dir)),
             quantization=spec.quantization,
         )

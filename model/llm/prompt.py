@@ -187,28 +187,17 @@ def context_window_of(model_dir: Path) -> int:
 
 def load_input_embeddings(model_dir: Path) -> torch.Tensor:
     """Only the input-embedding table `[vocab, hidden]`, read lazily from the safetensors (sharded or not)."""
-    from safetensors import safe_open
+    from model.sources import SafetensorsSet
 
-    model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        candidates = [(k, model_dir / f) for k, f in weight_map.items()]
-    else:
-        files = sorted(model_dir.glob("*.safetensors"))
-        if not files:
-            raise PromptError(f"No safetensors weights in {model_dir}")
-        candidates = []
-        for file in files:
-            with safe_open(str(file), "pt") as f:
-                candidates += [(k, file) for k in f.keys()]  # noqa: SIM118 (safe_open has no __iter__)
-    for suffix in EMBED_KEY_SUFFIXES:
-        # Prefer the language model's table in multimodal checkpoints.
-        hits = sorted((k for k in candidates if k[0].endswith(suffix)), key=lambda kf: ("language" not in kf[0], kf[0]))
-        if hits:
-            key, file = hits[0]
-            with safe_open(str(file), "pt") as f:
-                return f.get_tensor(key)
+    weights = SafetensorsSet.from_folder(Path(model_dir))
+    try:
+        for suffix in EMBED_KEY_SUFFIXES:
+            # Prefer the language model's table in multimodal checkpoints.
+            hits = sorted((k for k in weights.weight_map if k.endswith(suffix)), key=lambda k: ("language" not in k, k))
+            if hits:
+                return weights.get(hits[0])
+    finally:
+        weights.close()
     raise PromptError(f"No input-embedding table ({' / '.join(EMBED_KEY_SUFFIXES)}) in {model_dir}")
 
 

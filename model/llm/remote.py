@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from model.llm.engine import Engine, GenerationParams, engine_dtype, resolve_max_model_len
+from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
+from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
     import httpx
@@ -75,7 +76,7 @@ class RemoteEngine(Engine):
             model_dir,
             max_model_len=resolve_max_model_len(spec, Path(model_dir)),
             # The server casts floating tensors to its own dtype; float32 keeps full precision on the wire.
-            dtype=engine_dtype("float32", "cpu"),
+            dtype=resolve_dtype("float32", "cpu"),
             api_key=os.environ.get("VLLM_API_KEY"),
         )
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from model.errors import ConfigError, ModelAccessError
 from model.profiles import SpeechSpec
+from model.sources import is_offline, resolve_model_dir
 from model.speech.transcript import AudioInputError, Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ VAD_OPTIONS: dict[str, float] = {"min_silence_duration_ms": 500, "speech_pad_ms"
 PAUSE_SPLIT_S = 1.0  # a pause this long between words starts a new transcript line
 Progress = Callable[[str, float], None]
 AudioInput = np.ndarray | str | os.PathLike | None
-
-
-def is_offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "VIDEOCHAT_OFFLINE"))
 
 
 def _cpu_threads() -> int:
@@ -172,30 +169,33 @@ def _clean_segment(seg: Segment, duration: float) -> Segment:
 # --------------------------------------------------------------------------------------------- faster-whisper
 
 
-def resolve_faster_whisper_model(source: str, cache_dir: str | None = None) -> str:
+# The files faster-whisper loads (its own download_model fetches the same).
+CT2_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+
+
+def whisper_repo_id(source: str) -> str:
+    """A Whisper size name ("tiny.en", "large-v3-turbo") -> its faster-whisper hub repo; hub ids pass through."""
+    if "/" in source:
+        return source
+    from faster_whisper.utils import _MODELS  # faster-whisper's own size -> repo table (no public accessor)
+
+    if source not in _MODELS:
+        raise ConfigError(f"Unknown Whisper model {source!r}; sizes: {', '.join(_MODELS)}, or a hub id / local folder")
+    return _MODELS[source]
+
+
+def resolve_faster_whisper_model(source: str) -> str:
     """A CTranslate2 Whisper folder for `source`: packaged:NAME, a local folder, or a size name / hub id.
 
-    Hub models go through the Hugging Face cache (`cache_dir`, default HF_HUB_CACHE); offline
-    (HF_HUB_OFFLINE=1) only a cached copy is used.
+    Hub models go through the Hugging Face cache (model.sources); offline (HF_HUB_OFFLINE=1) only a cached copy is used.
     """
-    if source.startswith("packaged:"):
-        from model.assets import resolve_packaged
-
-        path = resolve_packaged(source)
-    elif Path(source).expanduser().exists():
-        path = Path(source).expanduser()
-    else:
-        from faster_whisper.utils import download_model
-
-        try:
-            return download_model(source, local_files_only=is_offline(), cache_dir=cache_dir)
-        except ValueError as err:  # not a known size name and not "owner/name"
-            raise ConfigError(f"Unknown Whisper model {source!r}: {err}") from None
-        except Exception as err:  # offline without a cache, gated/missing repo, network failure
-            hint = " (offline: download it once with internet, or use a packaged/local model)" if is_offline() else ""
-            raise ModelAccessError(
-                f"Could not get the Whisper model {source!r} from the Hugging Face hub{hint}: {err}"
-            ) from err
+    if not source.startswith("packaged:") and not Path(source).expanduser().exists():
+        source = whisper_repo_id(source)
+    try:
+        path = resolve_model_dir(source, allow_patterns=CT2_FILES, what="Whisper model")
+    except ModelAccessError as err:
+        hint = " (offline: download it once with internet, or use a packaged/local model)" if is_offline() else ""
+        raise ModelAccessError(f"{err}{hint}") from err
     if not (path / "model.bin").is_file():
         raise ModelAccessError(f"{path} is not a faster-whisper (CTranslate2) model folder: no model.bin inside.")
     return str(path)
@@ -275,9 +275,7 @@ def resolve_openai_whisper_checkpoint(source: str) -> str:
     from model.speech.convert import openai_checkpoint_for
 
     if source.startswith("packaged:"):
-        from model.assets import resolve_packaged
-
-        return str(openai_checkpoint_for(resolve_packaged(source), source))
+        return str(openai_checkpoint_for(resolve_model_dir(source, what="Whisper model"), source))
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
@@ -295,10 +293,8 @@ def resolve_openai_whisper_checkpoint(source: str) -> str:
     if cached.is_file() or not is_offline():
         return source
     try:  # offline: faster-whisper's copy of the same size, if the Hugging Face cache has it
-        from faster_whisper.utils import download_model
-
-        ct2_dir = download_model(source, local_files_only=True)
-    except Exception:
+        ct2_dir = Path(resolve_faster_whisper_model(source))
+    except (ModelAccessError, ConfigError):
         raise ModelAccessError(
             f"openai-whisper model {source!r} is not cached at {cached}, nor is faster-whisper's copy in the "
             f"Hugging Face cache, and this machine is offline; use a packaged model (packaged:tiny.en, "
