@@ -115,13 +115,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from model.memory.cli import ask_command
+    from model.cli import ask_command
 
     return ask_command(args)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from model.memory.cli import ingest_command
+    from model.cli import ingest_command
 
     return ingest_command(args)
 

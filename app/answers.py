@@ -2,40 +2,45 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 
+from model.qa import Answer, AnswerDelta, AnswerDone, ChatSettings
 
-def make_settings(**values: Any) -> Any:
-    """A `model.memory.ChatSettings` from the UI's values (fields it does not have are dropped)."""
-    from model.memory import ChatSettings
 
-    names = {f.name for f in dataclasses.fields(ChatSettings)}
-    return ChatSettings(**{k: v for k, v in values.items() if k in names})
+def make_settings(**values: Any) -> ChatSettings:
+    """`ChatSettings` from the UI's values: each goes to the generation or retrieval part that has it."""
+    return ChatSettings.from_values(**values)
 
 
 def delta_text(event: Any) -> str:
-    from model.memory import AnswerDelta
-
     return event.text if isinstance(event, AnswerDelta) else ""
 
 
-def done_answer(event: Any) -> Any | None:
-    from model.memory import AnswerDone
-
+def done_answer(event: Any) -> Answer | None:
     return event.answer if isinstance(event, AnswerDone) else None
 
 
-def answer_text(answer: Any) -> str:
+def answer_text(answer: Answer) -> str:
     return str(answer.text or "")
+
+
+def cited_times(answer: Answer) -> list[float]:
+    """Every time the checked answer cites (range ends too): the only times its text links to."""
+    out: list[float] = []
+    for c in answer.citations:
+        out.append(float(c.seconds))
+        if c.end is not None:
+            out.append(float(c.end))
+    return out
 
 
 def evidence_items(answer: Any, memory: Any = None) -> list[tuple[np.ndarray, str]]:
     """Gallery items (thumbnail, "mm:ss–mm:ss") for the clips the answer was given (`ClipEvidence`)."""
     from app.links import format_clock
 
+    duration = None if memory is None else memory.duration
     items = []
     for ev in getattr(answer, "evidence", None) or []:
         thumb = ev.thumbnail
@@ -43,7 +48,7 @@ def evidence_items(answer: Any, memory: Any = None) -> list[tuple[np.ndarray, st
             thumb = memory.thumbnail(ev.index)  # the clip's cached JPEG, decoded
         if thumb is None:
             continue
-        items.append((thumb, f"{format_clock(ev.start)}–{format_clock(ev.end)}"))
+        items.append((thumb, f"{format_clock(ev.start, duration)}–{format_clock(ev.end, duration)}"))
     return items
 
 

@@ -20,13 +20,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Turn:
-    """One question and its answer as the model wrote it (citations still `[mm:ss]`)."""
+    """One question and its checked answer; `citations`: the times it cites (None while it streams)."""
 
     question: str
     answer: str = ""
     stopped: bool = False
     error: str | None = None
-    citations: list[float] = field(default_factory=list)
+    citations: list[float] | None = None
 
 
 @dataclass

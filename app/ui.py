@@ -17,7 +17,15 @@ from typing import Any
 
 import gradio as gr
 
-from app.answers import answer_moments, answer_text, delta_text, done_answer, evidence_items, make_settings
+from app.answers import (
+    answer_moments,
+    answer_text,
+    cited_times,
+    delta_text,
+    done_answer,
+    evidence_items,
+    make_settings,
+)
 from app.config import AppSettings
 from app.export import write_chat_markdown, write_subtitles
 from app.links import format_clock, linkify_times, moments_html, transcript_html
@@ -56,7 +64,8 @@ def _messages(state: SessionState, pending: bool = False) -> list[dict[str, str]
         if turn.error:
             body = f"⚠️ {html.escape(turn.error)}"
         else:
-            body = linkify_times(turn.answer, duration)
+            cited = None if turn.citations is None else turn.citations
+            body = linkify_times(turn.answer, duration, cited)
             if turn.stopped:
                 body += " _(stopped)_"
             elif not turn.answer and pending and i == len(state.turns) - 1:
@@ -104,10 +113,8 @@ class _StageTimer:
 
 def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
     """The whole page. `runtime`: a loaded `model.runtime.Runtime` shared by every session."""
-    from model.memory import Assistant
-
     settings = settings or AppSettings()
-    assistant = Assistant(runtime, cache_dir=settings.cache_dir)
+    assistant = runtime.assistant(cache_dir=settings.cache_dir)
     profile = runtime.profile
     sampling = profile.sampling
 
@@ -238,7 +245,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 chatbot: [],
                 evidence: None,
                 moments: "",
-                transcript: transcript_html(segments),
+                transcript: transcript_html(segments, duration=st.duration),
                 textbox: gr.Textbox(interactive=True, placeholder="Ask about the video…", value=""),
                 send: gr.Button(interactive=True),
                 dl_srt: gr.DownloadButton(value=str(srt) if srt else None, interactive=srt is not None),
@@ -310,7 +317,6 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 temperature=float(temp),
                 max_tokens=int(max_new),
                 use_speech=bool(speech),
-                show_evidence=bool(show_ev),
             )
             done = None
             last_yield = 0.0
@@ -321,6 +327,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     if answer is not None:
                         done = answer
                         turn.answer = answer_text(answer) or turn.answer
+                        turn.citations = cited_times(answer)
                         break
                     turn.answer += delta_text(event)
                     now = time.perf_counter()
@@ -347,7 +354,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 send: gr.Button(interactive=True),
                 stop: gr.Button(interactive=False),
                 evidence: gallery or None,
-                moments: moments_html(found),
+                moments: moments_html(found, duration=st.duration),
                 dl_md: gr.DownloadButton(value=str(md), interactive=True),
             }
 

@@ -1,11 +1,13 @@
-"""The models of one profile, loaded once per process and shared by every session."""
+"""The composition root: a profile's specs -> loaded models (converting checkpoints once when needed) -> the
+pipeline's parts. Loaded once per process and shared by every session; nothing downstream imports it except the
+CLI and the app, and the pipeline receives its models through `model.protocols`, never this object."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +16,35 @@ from model.profiles import Profile
 if TYPE_CHECKING:
     from model.internvideo2 import InternVideo2ChatEncoder, InternVideo2Retrieval
     from model.llm import Engine, PromptBuilder
-    from model.memory.ocr import OCRReader
-    from model.memory.textembed import TextEmbedder
+    from model.memory import MemoryCache
+    from model.profiles import LLMSpec, VisionSpec
+    from model.qa import Assistant
     from model.speech import Transcriber
+    from model.text import TextEmbedder
+    from model.vision import OCRReader
+
+LLM_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # what serving needs
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
+
+
+def resolve_llm_dir(spec: LLMSpec, vision: VisionSpec | None = None) -> Path:
+    """The LLM's local transformers folder: converted once from the vision checkpoint, or resolved from its source."""
+    from model.errors import ConfigError
+    from model.sources import resolve_model_dir
+
+    if spec.source == "converted":
+        if vision is None:
+            raise ConfigError('LLM source "converted" needs a vision source to convert from')
+        from model.internvideo2 import ensure_converted
+
+        return Path(ensure_converted(vision))
+    path = resolve_model_dir(spec.source, allow_patterns=LLM_FILES, what="LLM")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a model folder (no config.json)")
+    return path
 
 
 def pick_device(profile: Profile) -> str:
@@ -52,7 +76,7 @@ class Runtime:
     @classmethod
     def load(cls, profile: Profile, llm_url: str | None = None, progress: Progress | None = None) -> Runtime:
         """Load every model the profile names, in the order a user waits for them least."""
-        from model.llm import PromptBuilder, create_engine, resolve_llm_dir
+        from model.llm import PromptBuilder, create_engine
 
         device = pick_device(profile)
         timings: dict[str, float] = {}
@@ -89,7 +113,7 @@ class Runtime:
         if profile.text_embedder is not None:
 
             def load_text_embedder() -> Any:
-                from model.memory.textembed import TextEmbedder
+                from model.text import TextEmbedder
 
                 return TextEmbedder.load(profile.text_embedder)
 
@@ -97,7 +121,7 @@ class Runtime:
         if profile.ocr:
 
             def load_ocr() -> Any:
-                from model.memory.ocr import OCRReader
+                from model.vision import OCRReader
 
                 return OCRReader.load()
 
@@ -144,6 +168,39 @@ class Runtime:
     @property
     def engine_name(self) -> str:
         return type(self.engine).__name__
+
+    def model_ids(self) -> dict[str, Any]:
+        """Which models make this profile's memories (part of every memory's cache key)."""
+        p = self.profile
+        return {
+            "speech": None if p.speech is None else asdict(p.speech),
+            "vision": None if p.vision is None else {k: v for k, v in asdict(p.vision).items() if k != "compile"},
+            "retrieval": None if p.retrieval is None else asdict(p.retrieval),
+            "text_embedder": p.text_embedder,
+        }
+
+    def assistant(self, cache: MemoryCache | None = None, cache_dir: str | Path | None = None) -> Assistant:
+        """The question pipeline over these models (one per process; sessions share it)."""
+        from model.memory import IngestConfig
+        from model.qa import AnswerConfig, Assistant, QAModels
+
+        p = self.profile
+        models = QAModels(
+            transcriber=self.transcriber,
+            encoder=self.encoder,
+            retrieval=self.retrieval,
+            text_embedder=self.text_embedder,
+            ocr=self.ocr,
+            engine=self.engine,
+            prompt_builder=self.prompt_builder,
+        )
+        config = AnswerConfig(
+            context_budget_tokens=p.context_budget_tokens,
+            max_new_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            ingest=IngestConfig(profile=p.name, sampling=p.sampling, model_ids=self.model_ids()),
+        )
+        return Assistant(models, config, cache=cache, cache_dir=cache_dir)
 
     def describe(self) -> str:
         """One line for the UI and logs: profile, device, engine."""

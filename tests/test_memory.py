@@ -19,16 +19,9 @@ import pytest
 import torch
 
 from model.media import VideoInfo
-from model.memory import (
-    ChatSettings,
-    ClipRecord,
-    MemoryCache,
-    VideoMemory,
-    check_citations,
-    parse_time_refs,
-    select_clips,
-)
-from model.memory.search import combine_scores
+from model.memory import ClipRecord, MemoryCache, VideoMemory
+from model.qa import ChatSettings, GenerationSettings, check_citations, parse_time_refs, select_clips
+from model.qa.search import combine_scores
 from model.speech import Segment, Transcript
 from tests.media_fixtures import RED_BALL, SPEECH_SENTENCES
 
@@ -192,13 +185,15 @@ def _lite_runtime():
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory: pytest.TempPathFactory):
-    from model.memory import Assistant
-
+def lite_rt():
     rt = _lite_runtime()
-    assistant = Assistant(rt, cache_dir=tmp_path_factory.mktemp("memcache"))
-    yield assistant
+    yield rt
     asyncio.run(rt.close())
+
+
+@pytest.fixture(scope="module")
+def lite(lite_rt, tmp_path_factory: pytest.TempPathFactory):
+    return lite_rt.assistant(cache_dir=tmp_path_factory.mktemp("memcache"))
 
 
 @pytest.fixture(scope="module")
@@ -231,24 +226,22 @@ def test_ingest_builds_clips_transcript_and_screen_text(lite_memory, speech_vide
 
 
 @pytest.mark.slow
-def test_reopen_comes_from_cache_without_recomputing(lite, lite_memory, speech_video, tmp_path: Path) -> None:
-    from model.memory import Assistant
-
+def test_reopen_comes_from_cache_without_recomputing(lite, lite_rt, lite_memory, speech_video, tmp_path: Path) -> None:
     calls = {"n": 0}
-    original = lite.runtime.transcriber.transcribe
+    original = lite_rt.transcriber.transcribe
 
     def counting(*a, **k):  # a spy, not a mock: it calls the real transcriber
         calls["n"] += 1
         return original(*a, **k)
 
-    lite.runtime.transcriber.transcribe = counting
+    lite_rt.transcriber.transcribe = counting
     try:
-        other = Assistant(lite.runtime, cache=lite.cache)  # e.g. another session, or after a restart
+        other = lite_rt.assistant(cache=lite.cache)  # e.g. another session, or after a restart
         copy = tmp_path / "renamed.mp4"
         copy.write_bytes(Path(speech_video.path).read_bytes())  # same content, another name
         again = other.ingest(copy)
     finally:
-        lite.runtime.transcriber.transcribe = original
+        lite_rt.transcriber.transcribe = original
     assert again.from_cache and calls["n"] == 0
     assert again.path == copy
     assert [c.meta() for c in again.clips] == [c.meta() for c in lite_memory.clips]
@@ -263,14 +256,13 @@ def test_different_sampling_is_a_different_memory(lite, lite_memory, speech_vide
 
 
 @pytest.mark.slow
-def test_memory_key_follows_the_models(lite, speech_video) -> None:
+def test_memory_key_follows_the_models(lite, lite_rt, speech_video) -> None:
     import dataclasses
 
-    from model.memory import Assistant
     from model.profiles import SpeechSpec
 
-    other_whisper = lite.profile.replace(speech=SpeechSpec(model="packaged:tiny.en"))
-    other = Assistant(dataclasses.replace(lite.runtime, profile=other_whisper), cache=lite.cache)
+    other_whisper = lite_rt.profile.replace(speech=SpeechSpec(model="packaged:tiny.en"))
+    other = dataclasses.replace(lite_rt, profile=other_whisper).assistant(cache=lite.cache)
     assert other.key_for(speech_video.path, other.sampling_for()) != lite.key_for(
         speech_video.path, lite.sampling_for()
     ), "memories made by another Whisper are not reused"
@@ -318,7 +310,7 @@ def test_time_past_the_end_is_told(lite, lite_memory) -> None:
 @pytest.mark.slow
 def test_bad_questions_and_files_are_clear_errors(lite, tmp_path: Path) -> None:
     from model.media import MediaError
-    from model.memory import QuestionError
+    from model.qa import QuestionError
 
     with pytest.raises(QuestionError):
         lite.prepare(_memory(hidden=None), "   ")
@@ -330,13 +322,13 @@ def test_bad_questions_and_files_are_clear_errors(lite, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_stop_aborts_the_answer(lite, lite_memory) -> None:
-    from model.memory import AnswerDelta, AnswerDone, ChatSettings
+    from model.qa import AnswerDelta, AnswerDone
 
     async def run() -> tuple[int, str]:
         deltas = 0
         final = ""
         async for ev in lite.ask(
-            lite_memory, "Describe the whole video in detail.", settings=ChatSettings(max_tokens=64), request_id="r1"
+            lite_memory, "Describe the whole video in detail.", settings=ChatSettings(GenerationSettings(max_tokens=64)), request_id="r1"
         ):
             if isinstance(ev, AnswerDelta):
                 deltas += 1
@@ -353,22 +345,24 @@ def test_stop_aborts_the_answer(lite, lite_memory) -> None:
 
 # ---------------------------------------------------------------------------------------------- tiny: encoder path
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    from model.memory import Assistant
+def tiny_rt():
     from model.profiles import TINY
     from model.runtime import Runtime
 
     rt = Runtime.load(TINY.replace(ocr=False))
-    yield Assistant(rt, cache_dir=tmp_path_factory.mktemp("tinycache"))
+    yield rt
     asyncio.run(rt.close())
 
 
-@pytest.mark.slow
-def test_tiny_profile_stores_and_uses_video_embeddings(tiny, speech_video) -> None:
-    from model.memory import Assistant
+@pytest.fixture(scope="module")
+def tiny(tiny_rt, tmp_path_factory: pytest.TempPathFactory):
+    return tiny_rt.assistant(cache_dir=tmp_path_factory.mktemp("tinycache"))
 
+
+@pytest.mark.slow
+def test_tiny_profile_stores_and_uses_video_embeddings(tiny, tiny_rt, speech_video) -> None:
     memory = tiny.ingest(speech_video.path)
-    hidden = tiny.profile.vision.llm_hidden
+    hidden = tiny_rt.profile.vision.llm_hidden
     assert memory.has_video_embeddings
     assert all(tuple(c.embeddings.shape) == (96, hidden) and c.embeddings.dtype == torch.float16 for c in memory.clips)
     assert memory.retrieval_embeddings is not None and memory.retrieval_embeddings.shape[0] == len(memory.clips)
@@ -379,14 +373,14 @@ def test_tiny_profile_stores_and_uses_video_embeddings(tiny, speech_video) -> No
     prepared = tiny.prepare(memory, "What happens at 0:30?", settings=ChatSettings())
     with_embeds = [s for s in prepared.inputs.segments if s.embeddings is not None]
     assert with_embeds and any(s.start <= 30.0 <= s.end for s in with_embeds)
-    embeds = tiny.runtime.prompt_builder.build(prepared.inputs, 16)  # [seq, hidden]
+    embeds = tiny_rt.prompt_builder.build(prepared.inputs, 16)  # [seq, hidden]
     assert embeds.shape[1] == hidden
     assert embeds.shape[0] >= 96 * len(with_embeds)
 
-    answer = asyncio.run(tiny.answer(memory, "What happens at 0:30?", settings=ChatSettings(max_tokens=8)))
+    answer = asyncio.run(tiny.answer(memory, "What happens at 0:30?", settings=ChatSettings(GenerationSettings(max_tokens=8))))
     assert isinstance(answer.text, str) and answer.evidence
 
-    reopened = Assistant(tiny.runtime, cache=tiny.cache).ingest(speech_video.path)
+    reopened = tiny_rt.assistant(cache=tiny.cache).ingest(speech_video.path)
     # prepare + answer each re-sampled and encoded the asked moment once; no clip was encoded again
     assert reopened.from_cache and tiny.encoder_calls == calls + 2
     assert torch.equal(reopened.clips[2].embeddings, memory.clips[2].embeddings)

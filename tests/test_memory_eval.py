@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model.memory.timeparse import parse_time_refs
+from model.qa.timeparse import parse_time_refs
 from tools import eval_memory as memeval
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.memory.timeparse import format_time, parse_time_refs
+from model.qa.timeparse import parse_time_refs
+from model.timecode import format_time
 
 D = 600.0  # a 10-minute video
 
@@ -165,7 +166,7 @@ def test_when_questions(question: str, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "duration", "text"),
-    [(0, 60, "00:00"), (75.4, 600, "01:15"), (599.6, 600, "10:00"), (3723, 7200, "1:02:03"), (5, 7200, "0:00:05")],
+    [(0, 60, "00:00"), (75.4, 600, "01:15"), (599.6, 600, "09:59"), (59.6, 600, "00:59"), (3723, 7200, "1:02:03"), (5, 7200, "0:00:05")],
 )
 def test_format_time(seconds: float, duration: float, text: str) -> None:
     assert format_time(seconds, duration) == text

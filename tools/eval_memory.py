@@ -45,11 +45,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.memory.timeparse import format_time
+from model.timecode import format_time
 
 if TYPE_CHECKING:
-    from model.memory.assistant import Answer, Assistant, PreparedQuestion
     from model.memory.records import VideoMemory
+    from model.qa import Answer, Assistant, PreparedQuestion
 
 FORMAT = 1  # bump when the scene plan or the video's look changes: cached videos are rebuilt
 KINDS = ("said", "appear", "sign", "after")
@@ -446,7 +446,7 @@ def load_lite_runtime(profile_name: str = "lite", engine: str | None = None, llm
 
 def run(args: argparse.Namespace) -> dict:
     from model.assets import data_dir
-    from model.memory.assistant import Assistant, ChatSettings
+    from model.qa import ChatSettings, GenerationSettings
 
     t_all = time.perf_counter()
     work = Path(args.work_dir) if args.work_dir else data_dir() / "eval"
@@ -461,11 +461,11 @@ def run(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     runtime = load_lite_runtime(args.profile, args.engine, args.llm_url)
     load_s = time.perf_counter() - t
-    settings = ChatSettings(max_tokens=args.max_tokens)
+    settings = ChatSettings(GenerationSettings(max_tokens=args.max_tokens))
 
     async def main() -> tuple[VideoMemory, list[QuestionResult], float]:
         try:
-            assistant = Assistant(runtime, cache_dir=cache_dir)
+            assistant = runtime.assistant(cache_dir=cache_dir)
             t = time.perf_counter()
             memory = await asyncio.to_thread(assistant.ingest, video.path)
             ingest_s = time.perf_counter() - t

@@ -1,47 +1,17 @@
-"""Long-video memory: clip records cached on disk, time-aware questions, cited answers."""
+"""Long-video memory: clip records, their identity, the on-disk cache, and the ingest loop that builds them."""
 
-from model.memory.assistant import (
-    Answer,
-    AnswerDelta,
-    AnswerDone,
-    Assistant,
-    ChatSettings,
-    ClipEvidence,
-    IngestConfig,
-    PreparedQuestion,
-    QuestionError,
-)
-from model.memory.cache import MemoryCache, content_hash, memory_key
-from model.memory.citations import Citation, check_citations
-from model.memory.context import ContextChoice, select_clips
+from model.memory.cache import MemoryCache
+from model.memory.ingest import IngestConfig, IngestModels, Ingestor
+from model.memory.keys import content_hash, memory_key
 from model.memory.records import ClipRecord, VideoMemory
-from model.memory.search import ClipScores, Moment, keyword_scores
-from model.memory.timeparse import TimeQuery, TimeWindow, format_time, parse_time_refs
 
 __all__ = [
-    "Answer",
-    "AnswerDelta",
-    "AnswerDone",
-    "Assistant",
-    "ChatSettings",
-    "Citation",
-    "ClipEvidence",
     "ClipRecord",
-    "ClipScores",
-    "ContextChoice",
     "IngestConfig",
+    "IngestModels",
+    "Ingestor",
     "MemoryCache",
-    "Moment",
-    "PreparedQuestion",
-    "QuestionError",
-    "TimeQuery",
-    "TimeWindow",
     "VideoMemory",
-    "check_citations",
     "content_hash",
-    "format_time",
-    "keyword_scores",
     "memory_key",
-    "parse_time_refs",
-    "select_clips",
 ]

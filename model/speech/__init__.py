@@ -1,6 +1,6 @@
 """Speech: Whisper transcripts with timestamps, subtitle exports, and budgeted subtitle lines for prompts."""
 
-from model.speech.subtitles import format_clock, save_subtitles, subtitle_lines, to_srt, to_vtt
+from model.speech.subtitles import save_subtitles, subtitle_lines, to_srt, to_vtt
 from model.speech.transcriber import (
     FasterWhisperTranscriber,
     OpenAIWhisperTranscriber,
@@ -19,7 +19,6 @@ __all__ = [
     "Transcript",
     "Word",
     "build_transcriber",
-    "format_clock",
     "save_subtitles",
     "subtitle_lines",
     "to_srt",

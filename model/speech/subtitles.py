@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model.speech.transcript import Segment, SpeechError, Transcript
+from model.timecode import format_range
 
 _WS = re.compile(r"\s+")
 
@@ -71,19 +71,9 @@ def save_subtitles(transcript: Transcript, path: str | Path) -> Path:
     return path
 
 
-def format_clock(seconds: float, hours: bool) -> str:
-    """mm:ss, or h:mm:ss when `hours` (videos an hour or longer)."""
-    total = max(0, int(seconds))
-    h, rest = divmod(total, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if hours else f"{h * 60 + m:02d}:{s:02d}"
-
-
-def subtitle_line(segment: Segment, hours: bool) -> str:
-    # Floor the start and ceil the end so the printed range always covers the speech.
-    start = format_clock(math.floor(segment.start), hours)
-    end = format_clock(math.ceil(segment.end), hours)
-    return f"[{start}-{end}] {_cue_text(segment.text)}"
+def subtitle_line(segment: Segment, duration: float) -> str:
+    # The start floored and the end rounded up, so the printed range always covers the speech.
+    return f"[{format_range(segment.start, segment.end, duration)}] {_cue_text(segment.text)}"
 
 
 def _overlaps(seg: Segment, window: tuple[float, float]) -> bool:
@@ -108,8 +98,8 @@ def subtitle_lines(
     segs = [s for s in transcript.segments if _cue_text(s.text)]
     if budget_tokens <= 0 or not segs:
         return ""
-    hours = max(transcript.duration, max(s.end for s in segs)) >= 3600
-    lines = [subtitle_line(s, hours) for s in segs]
+    duration = max(transcript.duration, max(s.end for s in segs))
+    lines = [subtitle_line(s, duration) for s in segs]
 
     def rank(i: int) -> tuple[int, int]:
         hits = [w for w, window in enumerate(priority_windows) if _overlaps(segs[i], window)]

@@ -130,12 +130,11 @@ def build_synthetic_memory(
 
 
 def _ingest_timings(runtime: Runtime, video_path: Path, duration: float, cache_dir: Path) -> dict[str, Any]:
-    from model.memory import cache as cache_module
-    from model.memory.assistant import Assistant
+    from model.memory import keys as keys_module
 
     if cache_dir.exists():
         shutil.rmtree(cache_dir)
-    first = Assistant(runtime, cache_dir=cache_dir)
+    first = runtime.assistant(cache_dir=cache_dir)
     t = time.perf_counter()
     memory = first.ingest(video_path)
     ingest_s = time.perf_counter() - t
@@ -143,13 +142,13 @@ def _ingest_timings(runtime: Runtime, video_path: Path, duration: float, cache_d
 
     # A new Assistant (as another session or a restarted process) on the same cache directory. The content-hash
     # memo is per process: clearing it makes this reopen hash the file like the first open after a restart.
-    cache_module._hash_memo.clear()
+    keys_module._hash_memo.clear()
     t = time.perf_counter()
-    reopener = Assistant(runtime, cache_dir=cache_dir)
+    reopener = runtime.assistant(cache_dir=cache_dir)
     again = reopener.ingest(video_path)
     reopen_s = time.perf_counter() - t
     t = time.perf_counter()
-    warm = Assistant(runtime, cache_dir=cache_dir).ingest(video_path)  # hash memoised: same process, same file
+    warm = runtime.assistant(cache_dir=cache_dir).ingest(video_path)  # hash memoised: same process, same file
     reopen_warm_s = time.perf_counter() - t
     return {
         "video_s": duration,
@@ -169,10 +168,8 @@ def _ingest_timings(runtime: Runtime, video_path: Path, duration: float, cache_d
 def _retrieval_timings(
     runtime: Runtime, memory: VideoMemory, questions: list[str], build_s: float, n_questions: int, repeats: int = 3
 ) -> dict[str, Any]:
-    from model.memory.assistant import Assistant
-
     questions = questions[: max(1, n_questions)]
-    assistant = Assistant(runtime, cache_dir=None)
+    assistant = runtime.assistant(cache_dir=None)
     # Warm-up: first calls pay for lazy imports and allocator growth, not for retrieval.
     assistant.prepare(memory, "What does the chef do with the lantern?")
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from model.memory.timeparse import TOLERANCE, format_time
-
-_TIME = r"\d{1,2}:\d{2}(?::\d{2})?"
-CITATION = re.compile(rf"\[\s*(?P<a>{_TIME})(?:\.\d+)?\s*(?:(?:-|–|—|to)\s*(?P<b>{_TIME})(?:\.\d+)?\s*)?\]")
+from model.qa.timeparse import TOLERANCE
+from model.timecode import CITATION_RE, format_time, parse_clock
 
 
 @dataclass
@@ -19,13 +17,6 @@ class Citation:
     label: str  # as shown: "02:15" or "02:15-02:30"
     end: float | None = None  # for ranges
     source: str = "model"
-
-
-def clock_seconds(text: str) -> float:
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 3:
-        return parts[0] * 3600 + parts[1] * 60 + parts[2]
-    return parts[0] * 60 + parts[1]
 
 
 def check_citations(text: str, duration: float) -> tuple[str, list[Citation], list[str]]:
@@ -39,8 +30,11 @@ def check_citations(text: str, duration: float) -> tuple[str, list[Citation], li
     limit = duration + TOLERANCE
 
     def fix(m: re.Match[str]) -> str:
-        a = clock_seconds(m.group("a"))
-        b = clock_seconds(m.group("b")) if m.group("b") else None
+        try:
+            a = parse_clock(m.group("a"))
+            b = parse_clock(m.group("b")) if m.group("b") else None
+        except ValueError:  # "[1:75]" is no time: leave the text as the model wrote it
+            return m.group(0)
         if a > limit:
             notes.append(
                 f"The answer cited [{m.group('a')}], which is past the end of the video "
@@ -60,7 +54,7 @@ def check_citations(text: str, duration: float) -> tuple[str, list[Citation], li
         citations.append(Citation(seconds=float(a), label=label, end=None if b is None else float(b)))
         return f"[{label}]"
 
-    cleaned = CITATION.sub(fix, text)
+    cleaned = CITATION_RE.sub(fix, text)
     cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)  # no space left before punctuation by a removal
     cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
     return cleaned, citations, notes

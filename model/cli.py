@@ -83,12 +83,10 @@ def ingest_command(args: argparse.Namespace) -> int:
         "clips": [p.to_dict() for p in plans],
     }
     if args.full:
-        from model.memory.assistant import Assistant
-
         bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
-            assistant = Assistant(runtime, cache_dir=args.cache_dir)
+            assistant = runtime.assistant(cache_dir=args.cache_dir)
             memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
             bar.close()
             out["memory"] = memory.summary()
@@ -116,7 +114,7 @@ def ingest_command(args: argparse.Namespace) -> int:
 def ask_command(args: argparse.Namespace) -> int:
     """Answer one question: {answer, citations, evidence, moments, notes, timings} with --json."""
     from model.media import probe
-    from model.memory.assistant import AnswerDelta, AnswerDone, Assistant, ChatSettings
+    from model.qa import AnswerDelta, AnswerDone, ChatSettings
 
     path = _check_file(args.video)
     probe(path)  # a bad file fails before minutes of model loading
@@ -127,12 +125,12 @@ def ask_command(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         try:
-            assistant = Assistant(runtime, cache_dir=args.cache_dir)
+            assistant = runtime.assistant(cache_dir=args.cache_dir)
             t = time.perf_counter()
             memory = await asyncio.to_thread(assistant.ingest, path, bar)
             bar.close()
             ingest_s = time.perf_counter() - t
-            settings = ChatSettings(max_tokens=args.max_tokens, temperature=args.temperature)
+            settings = ChatSettings.from_values(max_tokens=args.max_tokens, temperature=args.temperature)
             if args.json:
                 answer = await assistant.answer(memory, args.question, settings=settings)
             else:  # stream the text as it comes

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.memory.records import ClipRecord
-from model.memory.search import ClipScores, overview_indices
-from model.memory.timeparse import TimeQuery
+from model.qa.search import ClipScores, overview_indices
+from model.qa.timeparse import TimeQuery
 
 FOLLOW = re.compile(r"\b(after|afterwards|next|then|following|later)\b", re.IGNORECASE)
 BEFORE = re.compile(r"\b(before|previous|prior|earlier)\b", re.IGNORECASE)

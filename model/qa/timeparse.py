@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from model.timecode import format_time
+
 # How much video a fuzzy reference covers (seconds).
 EDGE_SPAN = 15.0  # "at the start" / "at the end"
 AROUND_PAD = 10.0  # "around 5:00"
@@ -57,10 +59,6 @@ class TimeWindow:
     def is_moment(self) -> bool:
         return self.end <= self.start
 
-    def span(self, pad: float, duration: float) -> tuple[float, float]:
-        """The window widened by `pad` on each side (a moment becomes [t - pad, t + pad]), inside the video."""
-        return max(0.0, self.start - pad), min(duration, self.end + pad)
-
 
 @dataclass
 class TimeQuery:
@@ -69,20 +67,6 @@ class TimeQuery:
     windows: list[TimeWindow] = field(default_factory=list)  # in the order the question mentions them
     notes: list[str] = field(default_factory=list)  # for the user: references past the end, clipped ranges
     is_when_question: bool = False  # "when does X happen?": answer with moments found by search
-
-    @property
-    def has_times(self) -> bool:
-        return bool(self.windows)
-
-
-def format_time(seconds: float, duration: float | None = None) -> str:
-    """mm:ss, or h:mm:ss for videos of an hour or more (or times past an hour)."""
-    total = max(0, round(seconds))
-    h, rest = divmod(total, 3600)
-    m, s = divmod(rest, 60)
-    if h or (duration is not None and duration >= 3600):
-        return f"{h}:{m:02d}:{s:02d}"
-    return f"{m:02d}:{s:02d}"
 
 
 def _num(text: str | None) -> float:

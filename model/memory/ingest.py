@@ -1,0 +1,272 @@
+"""Ingest: one video -> a `VideoMemory` (speech, clip plan, encoded clips, stage-2 index, on-screen text, search index).
+
+`Ingestor(models, config).build(path, info, key)` is the build loop; caching and per-video locks live in
+`memory_for`, which reopens a memory from the `MemoryCache` when the same bytes were ingested by the same models.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.errors import VideoChatError
+from model.media import VideoInfo, load_audio, plan_clips, probe, sample_indices, segment_indices
+from model.memory.cache import MemoryCache
+from model.memory.keys import content_hash, memory_key
+from model.memory.records import ClipRecord, VideoMemory
+from model.profiles import SamplingSpec
+from model.protocols import OCR, ClipEncoder, TextEmbedder, VideoTextRanker
+from model.speech import Transcriber, Transcript
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class IngestModels:
+    """The models ingest runs; any may be missing (lite has no encoder, a test may skip OCR)."""
+
+    transcriber: Transcriber | None = None
+    encoder: ClipEncoder | None = None
+    retrieval: VideoTextRanker | None = None
+    text_embedder: TextEmbedder | None = None
+    ocr: OCR | None = None
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    profile: str = "custom"  # recorded in the memory and its key
+    sampling: SamplingSpec = field(default_factory=SamplingSpec)
+    model_ids: dict[str, Any] = field(default_factory=dict)  # which models made a memory: part of its key
+    ocr_frames_per_clip: int = 2  # frames of each clip read by OCR (evenly spaced, ending on the last)
+    decode_batch_clips: int = 16  # clips decoded per call (bounded memory for long videos)
+    encode_batch_clips: int = 8
+    thumb_width: int = 160
+
+
+def pick_frames(clip_images: np.ndarray, n: int) -> np.ndarray:
+    """[B, T, ...] -> [B, n, ...]: the frames a model that sees `n` per clip gets (InternVideo2's midpoints)."""
+    have = clip_images.shape[1]
+    if have == n:
+        return clip_images
+    return clip_images[:, [min(have - 1, i) for i in segment_indices(have, n)]]
+
+
+def ocr_frames(n_have: int, n_want: int) -> list[int]:
+    """Frames of a clip that OCR reads: evenly spaced and ending on the last frame, so text that appears
+    anywhere in the clip and stays is seen in this clip (not first in the next one)."""
+    if n_want >= n_have:
+        return list(range(n_have))
+    return sorted({round(x) for x in np.linspace(0, n_have - 1, n_want + 1)[1:]})
+
+
+def read_screen(ocr: OCR, image: np.ndarray) -> list[str]:
+    """Distinct on-screen lines of one frame, in reading order."""
+    lines: list[str] = []
+    for text, _conf in ocr.read(image):
+        if text not in lines:
+            lines.append(text)
+    return lines
+
+
+def _jpeg(image: np.ndarray, width: int) -> bytes:
+    import cv2
+
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, max(2, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes() if ok else b""
+
+
+def _speech_in(transcript: Transcript, start: float, end: float) -> str:
+    return " ".join(s.text.strip() for s in transcript.segments if s.start < end and s.end > start and s.text.strip())
+
+
+class Ingestor:
+    """Builds memories with one set of models; shared by every session of a process."""
+
+    def __init__(self, models: IngestModels, config: IngestConfig, cache: MemoryCache) -> None:
+        self.models = models
+        self.config = config
+        self.cache = cache
+        self.encoder_calls = 0  # clips encoded (tests count recomputation with it)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ identity
+    def sampling_for(self, fps: float | None = None, frames_per_clip: int | None = None) -> SamplingSpec:
+        base = self.config.sampling
+        spec = SamplingSpec(
+            fps=float(fps or base.fps),
+            frames_per_clip=int(frames_per_clip or base.frames_per_clip),
+            max_frames=base.max_frames,
+            short_side=base.short_side,
+        )
+        if spec.fps <= 0 or spec.frames_per_clip <= 0:
+            raise VideoChatError("Sampling rate and frames per clip must be positive.")
+        return spec
+
+    def key_for(self, path: str | Path, sampling: SamplingSpec) -> str:
+        # The models that produce a memory are part of its identity: a profile that changes its Whisper or its
+        # encoder must not reopen memories the old models made.
+        extra = {
+            "ocr_frames": self.config.ocr_frames_per_clip if self.models.ocr else 0,
+            "ocr_pick": "to-last",
+            "models": self.config.model_ids,
+        }
+        return memory_key(content_hash(path), self.config.profile, {**asdict(sampling), **extra})
+
+    # ------------------------------------------------------------------------------------------ cached entry
+    def memory_for(
+        self,
+        path: str | Path,
+        progress: Progress | None = None,
+        fps: float | None = None,
+        frames_per_clip: int | None = None,
+    ) -> VideoMemory:
+        """The video's memory: from the cache when this content was ingested with these settings, else built."""
+        path = Path(path)
+        info = probe(path)  # typed MediaError for anything that is not a usable video
+        sampling = self.sampling_for(fps, frames_per_clip)
+        t0 = time.perf_counter()
+        key = self.key_for(path, sampling)
+        hash_s = time.perf_counter() - t0
+        with self._lock(key):
+            cached = self.cache.get(key)
+            if cached is not None:
+                cached.path = path  # the same bytes may live elsewhere now
+                cached.timings = {**cached.timings, "hash_s": hash_s, "reopen_s": time.perf_counter() - t0}
+                if progress:
+                    progress("indexing", 1.0)
+                return cached
+            memory = self.build(path, info, sampling, key, progress)
+            memory.timings["hash_s"] = hash_s
+            self.cache.put(memory)
+            return memory
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # ------------------------------------------------------------------------------------------ build
+    def build(
+        self, path: Path, info: VideoInfo, sampling: SamplingSpec, key: str, progress: Progress | None = None
+    ) -> VideoMemory:
+        m = self.models
+        timings: dict[str, float] = {}
+        report = progress or (lambda stage, fraction: None)
+
+        # Speech first: it is the longest single step on CPU and independent of frames.
+        t = time.perf_counter()
+        transcript = Transcript(segments=[], language=None, duration=0.0)
+        if m.transcriber is not None and info.has_audio:
+            report("transcribing", 0.0)
+            audio = load_audio(path)
+            if audio is not None:
+                transcript = m.transcriber.transcribe(audio, progress=report)
+        report("transcribing", 1.0)
+        timings["transcribe_s"] = time.perf_counter() - t
+
+        plans = plan_clips(
+            info, fps=sampling.fps, frames_per_clip=sampling.frames_per_clip, max_frames=sampling.max_frames
+        )
+        clips: list[ClipRecord] = []
+        thumbs: list[bytes] = []
+        retrieval: list[torch.Tensor] = []
+        timings.update(decode_s=0.0, encode_s=0.0, retrieval_s=0.0, ocr_s=0.0)
+        batch = max(1, self.config.decode_batch_clips)
+        for b0 in range(0, len(plans), batch):
+            group = plans[b0 : b0 + batch]
+            report("decoding", b0 / len(plans))
+            t = time.perf_counter()
+            wanted = sorted({i for p in group for i in p.frame_indices})
+            frames = sample_indices(str(path), wanted, short_side=sampling.short_side)  # decode once per batch
+            row = {int(idx): r for r, idx in enumerate(frames.indices)}
+            clip_images = np.stack([frames.images[[row[i] for i in p.frame_indices]] for p in group])  # [B, T, H, W, 3]
+            timings["decode_s"] += time.perf_counter() - t
+
+            report("encoding", b0 / len(plans))
+            t = time.perf_counter()
+            embeds = self.encode_clips(clip_images)  # [B, 96, hidden] fp16 | None
+            timings["encode_s"] += time.perf_counter() - t
+            if m.retrieval is not None:
+                t = time.perf_counter()
+                sub = pick_frames(clip_images, m.retrieval.frames_per_clip)
+                retrieval.append(m.retrieval.encode_video(sub).float())  # [B, 512]
+                timings["retrieval_s"] += time.perf_counter() - t
+            for j, plan in enumerate(group):
+                t = time.perf_counter()
+                ocr_lines, ocr_times = self._ocr_clip(clip_images[j], plan.frame_times)
+                timings["ocr_s"] += time.perf_counter() - t
+                clips.append(
+                    ClipRecord(
+                        index=plan.index,
+                        start=float(plan.start),
+                        end=float(plan.end),
+                        frame_times=[float(x) for x in plan.frame_times],
+                        transcript=_speech_in(transcript, plan.start, plan.end),
+                        ocr=ocr_lines,
+                        ocr_times=ocr_times,
+                        embeddings=None if embeds is None else embeds[j],
+                    )
+                )
+                thumbs.append(_jpeg(clip_images[j][len(plan.frame_times) // 2], self.config.thumb_width))
+        report("encoding", 1.0)
+
+        report("indexing", 0.0)
+        t = time.perf_counter()
+        text_emb = seg_emb = None
+        if m.text_embedder is not None:
+            text_emb = m.text_embedder.embed([c.search_text for c in clips])  # [N, d]
+            seg_emb = m.text_embedder.embed([s.text for s in transcript.segments])  # [S, d]
+        timings["index_s"] = time.perf_counter() - t
+        report("indexing", 1.0)
+        return VideoMemory(
+            key=key,
+            path=path,
+            profile=self.config.profile,
+            info=info,
+            transcript=transcript,
+            clips=clips,
+            sampling=asdict(sampling),
+            retrieval_embeddings=torch.cat(retrieval).numpy() if retrieval else None,
+            text_embeddings=text_emb,
+            segment_embeddings=seg_emb,
+            thumbnails=thumbs,
+            timings=timings,
+        )
+
+    def encode_clips(self, clip_images: np.ndarray) -> torch.Tensor | None:
+        """uint8 [B, T, H, W, 3] -> fp16 [B, 96, hidden] with the chat encoder (None without one)."""
+        enc = self.models.encoder
+        if enc is None:
+            return None
+        images = pick_frames(clip_images, enc.frames_per_clip)
+        out = []
+        step = max(1, self.config.encode_batch_clips)
+        for i in range(0, len(images), step):
+            out.append(enc.encode(images[i : i + step]).to(torch.float16))
+            self.encoder_calls += len(images[i : i + step])
+        return torch.cat(out)
+
+    def _ocr_clip(self, images: np.ndarray, times: list[float]) -> tuple[list[str], list[float]]:
+        """Distinct on-screen lines of a few frames of a clip, each with the first time it was seen."""
+        ocr = self.models.ocr
+        k = self.config.ocr_frames_per_clip
+        if ocr is None or k <= 0:
+            return [], []
+        lines: list[str] = []
+        seen_at: list[float] = []
+        for j in ocr_frames(len(images), k):
+            for text in read_screen(ocr, images[j]):
+                if text not in lines:
+                    lines.append(text)
+                    seen_at.append(float(times[j]))
+        return lines, seen_at

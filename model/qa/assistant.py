@@ -1,0 +1,226 @@
+"""The question path's front door: ingest a video into its memory, prepare a question, stream a cited answer.
+
+`Assistant(models, config)` is built once per process by `model.runtime.Runtime.assistant()` and shared by
+every session; it receives models through small Protocols (`model.protocols`), never a Runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.llm import Engine, GenerationParams, PromptBuilder
+from model.memory.cache import MemoryCache
+from model.memory.ingest import IngestConfig, IngestModels, Ingestor
+from model.memory.records import VideoMemory
+from model.qa.answer import stream_answer
+from model.qa.dense import DenseSegment, dense_segment
+from model.qa.onset import OnsetFinder
+from model.qa.plan import plan_prompt
+from model.qa.search import ClipScores, Moment, QuestionVectors, find_moments, said_windows, score_clips
+from model.qa.timeparse import parse_time_refs
+from model.qa.types import Answer, AnswerDelta, AnswerDone, ChatSettings, PreparedQuestion, QuestionError
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class QAModels(IngestModels):
+    """Ingest's models plus the LLM side."""
+
+    engine: Engine | None = None
+    prompt_builder: PromptBuilder | None = None
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    """The profile's answer defaults."""
+
+    context_budget_tokens: int = 6000
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+
+class Assistant:
+    """Per-process front door: one set of models and one MemoryCache shared by all sessions."""
+
+    def __init__(
+        self,
+        models: QAModels,
+        config: AnswerConfig | None = None,
+        cache: MemoryCache | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if models.engine is None or models.prompt_builder is None:
+            raise ValueError("Assistant needs an LLM engine and its prompt builder")
+        self.models = models
+        self.engine: Engine = models.engine
+        self.prompt_builder: PromptBuilder = models.prompt_builder
+        self.config = config or AnswerConfig()
+        self.cache = cache or MemoryCache(cache_dir)
+        self.ingestor = Ingestor(models, self.config.ingest, self.cache)
+        self.onset = OnsetFinder(models.ocr)
+        # Ingest is the memory layer's: the video's memory, from the cache when these models made it before.
+        self.ingest = self.ingestor.memory_for
+        self.sampling_for = self.ingestor.sampling_for
+        self.key_for = self.ingestor.key_for
+        self._aborted: set[str] = set()
+        self._dense_encodes = 0
+
+    # ------------------------------------------------------------------------------------------ ingest
+    @property
+    def encoder_calls(self) -> int:
+        """Clips encoded by this assistant (ingest + re-sampled moments): tests count recomputation with it."""
+        return self.ingestor.encoder_calls
+
+    # ------------------------------------------------------------------------------------------ search
+    @functools.lru_cache(maxsize=256)  # noqa: B019  (lives as long as the process-wide Assistant)
+    def question_vectors(self, question: str) -> QuestionVectors:
+        """The question embedded once for every index: clip ranking, line ranking and moments share it."""
+        m = self.models
+        text = None if m.text_embedder is None else np.asarray(m.text_embedder.embed([question])[0])
+        video = None if m.retrieval is None else m.retrieval.encode_text([question]).float().numpy()[0]
+        return QuestionVectors(text=text, video=video)
+
+    def score_clips(
+        self, memory: VideoMemory, question: str, settings: ChatSettings | None = None
+    ) -> ClipScores | None:
+        r = (settings or ChatSettings()).retrieval
+        return score_clips(memory, question, self.question_vectors(question), r.use_speech, r.use_ocr)
+
+    def find_moments(
+        self, memory: VideoMemory, question: str, scores: ClipScores | None, limit: int = 3, refine: bool = True
+    ) -> list[Moment]:
+        vectors = self.question_vectors(question)
+        if refine:
+            return find_moments(memory, question, scores, vectors, limit, onset=self.onset)
+        return find_moments(memory, question, scores, vectors, limit)
+
+    # ------------------------------------------------------------------------------------------ prepare
+    @functools.lru_cache(maxsize=1 << 16)  # noqa: B019  (the same lines are counted for every question)
+    def count_tokens(self, text: str) -> int:
+        return self.prompt_builder.count_tokens(text)
+
+    def prepare(
+        self,
+        memory: VideoMemory,
+        question: str,
+        history: list[tuple[str, str]] | None = None,
+        settings: ChatSettings | None = None,
+    ) -> PreparedQuestion:
+        """Decide the prompt: time references, ranking, moments, dense re-sampling, then the plan in budget."""
+        settings = settings or ChatSettings()
+        r = settings.retrieval
+        question = (question or "").strip()
+        if not question:
+            raise QuestionError("Please type a question about the video.")
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        tq = parse_time_refs(question, memory.duration)
+        timings["timeparse_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        scores = self.score_clips(memory, question, settings)
+        timings["retrieval_s"] = time.perf_counter() - t
+        moments: list[Moment] = []
+        if tq.is_when_question and not tq.windows:
+            t = time.perf_counter()
+            moments = self.find_moments(memory, question, scores, limit=r.max_moments)
+            timings["moments_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        dense = [self._dense(memory, w, settings) for w in [w for w in tq.windows if w.is_moment][:3]]
+        timings["dense_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        speech = r.use_speech and bool(memory.transcript.segments)
+        said = (
+            said_windows(memory, question, self.question_vectors(question))
+            if speech and not (tq.windows or moments)
+            else []
+        )
+        plan = plan_prompt(
+            memory,
+            question,
+            tq,
+            scores,
+            moments,
+            dense,
+            said,
+            r,
+            budget_tokens=self.config.context_budget_tokens,
+            segment_cost=lambda seg: self.prompt_builder.segment_cost(seg, memory.duration),
+            count_tokens=self.count_tokens,
+            history=history or [],
+        )
+        timings["context_s"] = time.perf_counter() - t
+        return PreparedQuestion(
+            plan.inputs, tq, plan.choice, plan.evidence, moments, list(tq.notes), timings, scores, plan.focus
+        )
+
+    def _dense(self, memory: VideoMemory, window: Any, settings: ChatSettings) -> DenseSegment:
+        r = settings.retrieval
+        enc = self.models.encoder
+        frames = r.dense_frames or (enc.frames_per_clip if enc is not None else None)
+        encode = self.ingestor.encode_clips if enc is not None else None
+        return dense_segment(memory, window, frames, encode, self.models.ocr if r.use_ocr else None)
+
+    # ------------------------------------------------------------------------------------------ ask
+    def generation_params(self, settings: ChatSettings) -> GenerationParams:
+        g = settings.generation
+        return GenerationParams(
+            max_tokens=int(g.max_tokens or self.config.max_new_tokens),
+            temperature=float(self.config.temperature if g.temperature is None else g.temperature),
+            top_p=g.top_p,
+            seed=g.seed,
+        )
+
+    async def ask(
+        self,
+        memory: VideoMemory,
+        question: str,
+        history: list[tuple[str, str]] | None = None,
+        settings: ChatSettings | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[AnswerDelta | AnswerDone]:
+        """Stream the answer; the last event is `AnswerDone` with the checked `Answer`."""
+        settings = settings or ChatSettings()
+        request_id = request_id or f"ask-{time.monotonic_ns()}"
+        t = time.perf_counter()
+        prepared = await asyncio.to_thread(self.prepare, memory, question, history, settings)
+        prepared.timings["prepare_s"] = time.perf_counter() - t
+        self._aborted.discard(request_id)
+        stream = stream_answer(
+            self.engine,
+            self.prompt_builder,
+            memory,
+            prepared.inputs.question,
+            prepared,
+            self.generation_params(settings),
+            request_id,
+            self._aborted,
+        )
+        async for event in stream:
+            yield event
+
+    async def abort(self, request_id: str) -> None:
+        self._aborted.add(request_id)
+        await self.engine.abort(request_id)
+
+    async def answer(self, memory: VideoMemory, question: str, **kwargs: Any) -> Answer:
+        """Convenience: the final Answer of `ask` (CLI, eval)."""
+        answer = None
+        async for event in self.ask(memory, question, **kwargs):
+            if isinstance(event, AnswerDone):
+                answer = event.answer
+        if answer is None:
+            raise RuntimeError("the answer stream ended without its final event")
+        return answer

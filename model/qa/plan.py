@@ -1,0 +1,155 @@
+"""Planning a prompt: which clips, re-sampled moments and subtitle lines a question gets, within the token budget.
+
+Pure: it takes the memory, the parsed question, scores, moments, re-sampled segments and a cost function, and
+returns the prompt's inputs (no models, no decoding), so every rule here is unit-tested on hand-built memories.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from model.llm import PromptInputs, VideoSegment
+from model.memory.records import ClipRecord, VideoMemory
+from model.qa.context import BEFORE, ContextChoice, asks_neighbour, select_clips
+from model.qa.dense import DenseSegment
+from model.qa.search import ClipScores, Moment, neighbour_line
+from model.qa.timeparse import TimeQuery
+from model.qa.types import ClipEvidence, RetrievalSettings
+from model.speech import Transcript, subtitle_lines
+from model.timecode import example_time
+
+INSTRUCTIONS = (
+    "You answer questions about a video using only the context given: clips with their time ranges, "
+    "text seen on screen, and timed subtitles of what is said. When you state something from the video, "
+    "cite its time in square brackets like [{example}]. If the context does not contain the answer, say that "
+    "you cannot tell from the video. Answer briefly."
+)
+FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
+FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
+SCREEN = re.compile(r"\b(sign|written|writing|on screen|shown|caption|title|label|board|text)\b", re.IGNORECASE)
+Window = tuple[float, float]
+
+
+@dataclass
+class PromptPlan:
+    inputs: PromptInputs
+    choice: ContextChoice
+    evidence: list[ClipEvidence]
+    focus: list[Window] = field(default_factory=list)  # what the answer is about (said lines, neighbour)
+
+
+def clip_segment(clip: ClipRecord, use_ocr: bool) -> VideoSegment:
+    """The prompt segment a memory clip becomes: its embeddings (when encoded) and its on-screen text."""
+    text = ("On screen: " + clip.ocr_text) if use_ocr and clip.ocr else ""
+    return VideoSegment(
+        start=clip.start, end=clip.end, frame_times=clip.frame_times, embeddings=clip.embeddings, text=text
+    )
+
+
+def shows_anything(segment: VideoSegment) -> bool:
+    """A lite clip with no screen text has nothing to show the model: its speech is in the subtitles."""
+    return segment.embeddings is not None or bool(segment.text)
+
+
+def subtitle_focus(
+    memory: VideoMemory,
+    question: str,
+    tq: TimeQuery,
+    moments: Sequence[Moment],
+    said: Sequence[Window],
+    windows: Sequence[Window],
+    choice: ContextChoice,
+) -> tuple[list[Window] | None, list[Window]]:
+    """(the only windows whose subtitles a focused question sees, or None for all; what the answer is about).
+
+    Focused questions (a time, a "when", a line that says the question's words, "what happens after") see
+    only the subtitles near their moments: small models otherwise answer from other lines.
+    """
+    if tq.windows or moments:
+        return list(windows[:FOCUS_WINDOWS]), []
+    if said and asks_neighbour(question):  # "what happens after X": X's line and its neighbour
+        neighbour = neighbour_line(memory, said[0], after=not BEFORE.search(question))
+        return [said[0], *neighbour], neighbour or list(said[:1])
+    if said:
+        return list(said), list(said[:1])
+    if asks_neighbour(question):  # no line says X: X's clip and the next one
+        return [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority[:2]], []
+    return None, []
+
+
+def plan_prompt(
+    memory: VideoMemory,
+    question: str,
+    tq: TimeQuery,
+    scores: ClipScores | None,
+    moments: Sequence[Moment],
+    dense: Sequence[DenseSegment],
+    said: Sequence[Window],
+    settings: RetrievalSettings,
+    budget_tokens: int,
+    segment_cost: Callable[[VideoSegment], int],
+    count_tokens: Callable[[str], int],
+    history: Sequence[tuple[str, str]] = (),
+) -> PromptPlan:
+    """Clips in budget (asked times, then ranks, then an overview), then subtitles nearest what was asked."""
+    dense_cost = sum(segment_cost(d.segment) for d in dense)
+    # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
+    about_screen = bool(tq.windows and SCREEN.search(question))
+    has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
+    reserve = int(budget_tokens * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
+    use_ocr = settings.use_ocr
+    # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated
+    # clips (an overview, weak ranks) put other scenes' text beside it and small models answer from those.
+    choice = select_clips(
+        memory.clips,
+        tq,
+        scores,
+        budget_tokens=max(0, budget_tokens - reserve - dense_cost),
+        clip_cost=lambda c: segment_cost(clip_segment(c, use_ocr)),
+        top_k=0 if tq.windows and not asks_neighbour(question) else settings.top_k,
+        overview=0 if tq.windows else settings.overview_clips,
+        min_score=FOCUS_MIN_SCORE if tq.windows else None,
+    )
+    # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
+    subtitles = ""
+    answer_focus: list[Window] = []
+    if has_speech:
+        windows: list[Window] = [(max(0.0, d.segment.start - 3), d.segment.end + 3) for d in dense]
+        windows += [(w.start, w.end) if not w.is_moment else (w.start - 5, w.start + 5) for w in tq.windows]
+        windows += [(m.start, m.end) for m in moments]
+        windows += list(said)  # lines that say the question's words
+        windows += [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority]
+        focus, answer_focus = subtitle_focus(memory, question, tq, moments, said, windows, choice)
+        transcript = memory.transcript
+        if focus is not None:
+            near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
+            transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
+        sub_budget = max(0, budget_tokens - choice.used_tokens - dense_cost)
+        subtitles = subtitle_lines(transcript, sub_budget, count_tokens, priority_windows=windows)
+
+    segments: list[VideoSegment] = []
+    evidence: list[ClipEvidence] = []
+    for i in choice.clips:
+        c = memory.clips[i]
+        seg = clip_segment(c, use_ocr)
+        if shows_anything(seg):
+            segments.append(seg)
+        evidence.append(
+            ClipEvidence(c.index, c.start, c.end, c.mid_time, choice.reasons.get(i, ""), memory.thumbnail(c.index))
+        )
+    for d in dense:
+        segments.append(d.segment)
+        evidence.append(d.evidence)
+    segments.sort(key=lambda s: s.start)  # chronological
+    evidence.sort(key=lambda e: e.start)
+    inputs = PromptInputs(
+        question=question,
+        segments=segments,
+        subtitles=subtitles,
+        history=list(history),
+        instructions=INSTRUCTIONS.format(example=example_time(memory.duration)),
+        duration=memory.duration,
+    )
+    return PromptPlan(inputs, choice, evidence, answer_focus)

@@ -1,0 +1,169 @@
+"""The question path's pure parts on hand-built memories: search, moments and the prompt plan (no models, no video)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.llm import VideoSegment
+from model.media import VideoInfo
+from model.memory import ClipRecord, VideoMemory
+from model.qa import RetrievalSettings, parse_time_refs
+from model.qa.dense import DenseSegment
+from model.qa.plan import clip_segment, plan_prompt
+from model.qa.search import QuestionVectors, find_moments, said_windows, score_clips
+from model.qa.types import ClipEvidence
+from model.speech import Segment, Transcript
+
+# Ten 10 s scenes: what is said and what is on screen in each.
+SCENES = [
+    ("the chef lights the lantern", "KITCHEN"),
+    ("a red ball rolls under the table", "LIVING ROOM"),
+    ("the gardener waters the roses", "GARDEN"),
+    ("a blue car drives past the gate", "STREET"),
+    ("the baker slices warm bread", "BAKERY"),
+    ("a dog jumps over the fence", "PARK"),
+    ("the teacher writes on the whiteboard", "CLASSROOM"),
+    ("a train leaves the station", "STATION"),
+    ("the painter paints the fence green", "STUDIO"),
+    ("fireworks light the night sky", "HARBOUR"),
+]
+
+
+def memory(lite: bool = True) -> VideoMemory:
+    clips = [
+        ClipRecord(
+            index=i,
+            start=10.0 * i,
+            end=10.0 * (i + 1),
+            frame_times=[10.0 * i + 2 * j for j in range(5)],
+            transcript=said,
+            ocr=[sign],
+            ocr_times=[10.0 * i + 4],
+        )
+        for i, (said, sign) in enumerate(SCENES)
+    ]
+    segments = [Segment(10.0 * i + 2, 10.0 * i + 6, said) for i, (said, _) in enumerate(SCENES)]
+    info = VideoInfo(
+        path="/v.mp4",
+        duration=100.0,
+        fps=10.0,
+        frame_count=1000,
+        width=320,
+        height=240,
+        rotation=0,
+        codec="h264",
+        has_audio=True,
+    )
+    return VideoMemory(
+        key="k",
+        path=Path("/v.mp4"),
+        profile="lite",
+        info=info,
+        transcript=Transcript(segments=segments, language="en", duration=100.0),
+        clips=clips,
+        sampling={"short_side": 224},
+    )
+
+
+def words_cost(text: str) -> int:
+    return len(text.split())
+
+
+def seg_cost(seg: VideoSegment) -> int:
+    return 6 + words_cost(seg.text) + (0 if seg.embeddings is None else int(seg.embeddings.shape[0]))
+
+
+def plan(question: str, budget: int = 400, dense: list[DenseSegment] | None = None, m: VideoMemory | None = None):
+    m = m or memory()
+    tq = parse_time_refs(question, m.duration)
+    vectors = QuestionVectors()
+    scores = score_clips(m, question, vectors)
+    moments = find_moments(m, question, scores, vectors) if tq.is_when_question and not tq.windows else []
+    said = said_windows(m, question, vectors) if not (tq.windows or moments) else []
+    return plan_prompt(
+        m, question, tq, scores, moments, dense or [], said, RetrievalSettings(), budget, seg_cost, words_cost
+    ), moments
+
+
+def test_keyword_search_ranks_the_scene_that_says_it() -> None:
+    m = memory()
+    scores = score_clips(m, "Where does the red ball roll?", QuestionVectors())
+    assert scores is not None and scores.top(1) == [1]
+    off = score_clips(m, "Where does the red ball roll?", QuestionVectors(), use_speech=False)
+    assert off is not None and off.combined.max() == pytest.approx(0.0), "without speech only screen text counts"
+
+
+def test_when_question_finds_speech_and_screen_moments() -> None:
+    m = memory()
+    (moment,) = find_moments(m, "When does the dog jump?", score_clips(m, "x", QuestionVectors()), QuestionVectors())[
+        :1
+    ]
+    assert moment.start == pytest.approx(52.0) and "dog" in moment.reason
+    scores = score_clips(m, "When is GARDEN on screen?", QuestionVectors())
+    found = find_moments(m, "When is GARDEN on screen?", scores, QuestionVectors())
+    assert any(f.reason.startswith("on screen") and f.start == pytest.approx(24.0) for f in found), found
+
+
+def test_said_question_sees_only_its_line_and_cites_it() -> None:
+    p, _ = plan("What does the baker slice?")
+    assert p.inputs.subtitles.count("\n") == 0 and "bread" in p.inputs.subtitles
+    assert p.focus == [(42.0, 46.0)], "the answer's fallback citation is the line that says it"
+
+
+def test_after_question_gets_the_next_line() -> None:
+    p, _ = plan("What happens after the train leaves?")
+    assert "train" in p.inputs.subtitles and "painter" in p.inputs.subtitles
+    assert "fireworks" not in p.inputs.subtitles
+    assert p.focus == [(82.0, 86.0)], "what happens after is the next line"
+
+
+def test_asked_time_gets_that_clip_only() -> None:
+    p, _ = plan("What happens at 0:35?")
+    assert [c for c in p.choice.clips] == [3]
+    assert "blue car" in p.inputs.subtitles and "red ball" not in p.inputs.subtitles
+
+
+def test_screen_question_at_a_time_gets_no_speech() -> None:
+    dense = DenseSegment(
+        VideoSegment(33.0, 37.0, [], None, "On screen at [00:35]: STREET"),
+        ClipEvidence(-1, 33.0, 37.0, 35.0, "re-sampled"),
+    )
+    p, _ = plan("What does the sign say at 0:35?", dense=[dense])
+    assert p.inputs.subtitles == ""
+    assert any(s.text.endswith("STREET") and s.start == 33.0 for s in p.inputs.segments)
+    assert [e.index for e in p.evidence] == [3, -1] or [e.index for e in p.evidence] == [-1, 3]
+
+
+def test_summary_question_sees_the_whole_video_in_budget() -> None:
+    p, _ = plan("Summarize the video.", budget=60)
+    assert p.focus == []
+    assert p.choice.clips == sorted(p.choice.clips), "clips are in time order"
+    assert sum(seg_cost(clip_segment(memory().clips[i], True)) for i in p.choice.clips) <= 60
+    assert p.inputs.subtitles.count("[") >= 2, "several scenes' lines"
+
+
+def test_clip_without_anything_to_show_is_evidence_not_a_segment() -> None:
+    m = memory()
+    for c in m.clips:
+        c.ocr = []
+    p, _ = plan("What happens at 0:35?", m=m)
+    assert p.inputs.segments == [] and [e.index for e in p.evidence] == [3]
+
+
+def test_prompt_example_follows_the_video_length() -> None:
+    m = memory()
+    m.info.duration = 7200.0
+    p, _ = plan("Summarize the video.", m=m)
+    assert "[1:02:03]" in p.inputs.instructions
+
+
+def test_vectors_add_sentence_similarity() -> None:
+    m = memory()
+    rng = np.random.default_rng(0)
+    m.text_embeddings = rng.standard_normal((10, 8)).astype(np.float32)
+    q = m.text_embeddings[7] / np.linalg.norm(m.text_embeddings[7])
+    scores = score_clips(m, "zzz", QuestionVectors(text=q))
+    assert scores is not None and scores.top(1) == [7] and "text" in scores.parts
