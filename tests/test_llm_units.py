@@ -1,9 +1,11 @@
 """Fast checks of the LLM package's parts that need no running engine: model-folder resolution, engine
-choice errors, the remote wire format (decoded by vLLM's own loader), incremental detokenisation and
-stop strings."""
+choice errors, the remote wire format (decoded by vLLM's own loader) and stop strings."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,8 +14,9 @@ import pytest
 import torch
 
 from model.errors import ConfigError, ModelAccessError
-from model.llm import EngineError, create_engine
-from model.llm.hf import IncrementalDecoder, apply_stop
+from model.llm import EngineError, GenerationParams, create_engine
+from model.llm.guard import StopTrimmer
+from model.llm.hf import TransformersEngine
 from model.llm.remote import encode_prompt_embeds
 from model.profiles import LITE, LLMSpec
 from model.runtime import resolve_llm_dir
@@ -92,28 +95,49 @@ def test_wire_format_is_what_vllm_decodes() -> None:
         safe_load_prompt_embeds(config, encode_prompt_embeds(torch.randn(7, 100)).encode())
 
 
-def test_incremental_decoder_holds_back_split_characters(smol_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    text = "Café déjà vu 😀 at [01:05] — naïve 漢字."
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert len(ids) > len(text.split())  # some characters span several tokens
-    decoder = IncrementalDecoder(tok)
-    deltas = [decoder.add([i]) for i in ids] + [decoder.add([tok.eos_token_id])]
-    assert "".join(deltas) == tok.decode(ids, skip_special_tokens=True) == text
-    assert not any("\ufffd" in d for d in deltas)
-
-
 @pytest.mark.parametrize(
-    ("sent", "delta", "stop", "expected"),
+    ("deltas", "stop", "expected"),
     [
-        ("Hello", " world", ["xyz"], (" world", False)),
-        ("Hello", " world", ["wor"], (" ", True)),
-        ("Hello wo", "rld!", ["world"], ("", True)),  # a stop string split across deltas
-        ("Hi", " there. Q: again", ["Q:", "there"], (" ", True)),  # the earliest stop wins
-        ("Hi", " you", None, (" you", False)),
+        (["Hello", " world"], ["xyz"], "Hello world"),
+        (["Hello", " world"], ["wor"], "Hello "),
+        (["Hello wo", "rld!"], ["world"], "Hello "),  # a stop string split across deltas
+        (["Hi", " there. Q: again"], ["Q:", "there"], "Hi "),  # the earliest stop wins
+        (["Hi", " you"], None, "Hi you"),
+        (["a\nQ", "uestion: next"], ["\nQuestion:"], "a"),  # a held-back prefix that completes
+        (["a\nQ", "ueen"], ["\nQuestion:"], "a\nQueen"),  # a held-back prefix that does not: flushed
     ],
 )
-def test_apply_stop(sent: str, delta: str, stop: list[str] | None, expected: tuple[str, bool]) -> None:
-    assert apply_stop(sent, delta, stop) == expected
+def test_stop_trimmer(deltas: list[str], stop: list[str] | None, expected: str) -> None:
+    trimmer = StopTrimmer(stop)
+    out = "".join(trimmer.feed(d) for d in deltas) + trimmer.flush()
+    assert out == expected
+    assert trimmer.stopped == (expected != "".join(deltas))
+
+
+@pytest.fixture(scope="module")
+def hf_engine(smol_dir: Path) -> Iterator[TransformersEngine]:
+    engine = TransformersEngine(smol_dir, max_model_len=1024)
+    yield engine
+    asyncio.run(engine.close())
+
+
+async def test_transformers_stop_strings_end_generation_unemitted(
+    smol_dir: Path, hf_engine: TransformersEngine
+) -> None:
+    from model.llm import PromptBuilder, PromptInputs
+
+    builder = PromptBuilder("chatml", smol_dir, max_model_len=1024)
+    story = builder.build(PromptInputs(question="Write a very long story about a dragon and a knight."))
+
+    async def run(params: GenerationParams) -> tuple[str, float]:
+        start = time.perf_counter()
+        text = "".join([d async for d in hf_engine.stream(story, params, "stop-test")])
+        return text, time.perf_counter() - start
+
+    head, t_head = await run(GenerationParams(max_tokens=24))
+    word = head.split()[6]  # a word a few tokens in
+    cut, t_cut = await run(GenerationParams(max_tokens=400, stop=[word]))
+    assert cut == head[: head.index(word)] and word not in cut
+    # Generation itself ended at the stop string (400 tokens would take over 10x as long as 24).
+    assert t_cut < 2 * t_head, (t_cut, t_head)
+    assert not hf_engine._flags and hf_engine._executor._work_queue.qsize() == 0

@@ -1,4 +1,5 @@
-"""transformers engine: `generate(inputs_embeds=...)` in a worker thread, streamed back to asyncio.
+"""transformers engine: `generate(inputs_embeds=...)` in a worker thread, streamed back to asyncio by
+transformers' own `AsyncTextIteratorStreamer`; stop strings are generate's `stop_strings`.
 
 The fallback when vLLM is absent. Requests run one at a time (a CPU has no spare cores for two
 generations; a GPU user should use vLLM, which batches).
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
 
 from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
+from model.llm.guard import StopTrimmer
 from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
@@ -26,67 +29,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 
-
-class _QueueStreamer:
-    """transformers streamer protocol (`put`/`end`) forwarding new token ids to an asyncio queue."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-        self.loop, self.queue = loop, queue
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt ids (empty with inputs_embeds)
-            self.prompt_seen = True
-            return
-        self.send(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.send(_DONE)
-
-    def send(self, item: Any) -> None:
-        # RuntimeError: the consumer's event loop has closed, nobody is listening; the stop flag ends the thread.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
-
-class _StopFlag:
-    """A StoppingCriteria that ends generation once `event` is set (abort / stop string)."""
+class _StopFlag(StoppingCriteria):
+    """Ends generation once `event` is set (abort, closed consumer, stop string cut)."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return done  # type: ignore[return-value]  # transformers annotates BoolTensor, a legacy alias
 
 
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text deltas (holding back incomplete UTF-8 characters)."""
+class _Streamer(AsyncTextIteratorStreamer):
+    """transformers' asyncio streamer, for a consumer whose event loop may close before the thread ends."""
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.sent = ""
-
-    def add(self, ids: list[int]) -> str:
-        self.ids.extend(ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        delta, self.sent = text[len(self.sent) :], text
-        return delta
-
-
-def apply_stop(sent: str, delta: str, stop: list[str] | None) -> tuple[str, bool]:
-    """Cut `delta` at the first stop string found in `sent + delta` (stop strings are not returned)."""
-    if not stop:
-        return delta, False
-    text = sent + delta
-    cuts = [i for s in stop if s and (i := text.find(s, max(0, len(sent) - len(s) + 1))) >= 0]
-    if not cuts:
-        return delta, False
-    return text[len(sent) : max(len(sent), min(cuts))], True
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        # RuntimeError: the loop has closed, nobody is listening; the stop flag ends the thread.
+        with contextlib.suppress(RuntimeError):
+            super().on_finalized_text(text, stream_end)
 
 
 class TransformersEngine(Engine):
@@ -130,17 +91,20 @@ class TransformersEngine(Engine):
             quantization=spec.quantization,
         )
 
-    def _generate(self, embeds: torch.Tensor, params: GenerationParams, flag: threading.Event, streamer: Any) -> None:
-        from transformers import StoppingCriteriaList
-
+    def _generate(
+        self, embeds: torch.Tensor, params: GenerationParams, flag: threading.Event, streamer: _Streamer
+    ) -> None:
+        if flag.is_set():  # aborted while queued
+            streamer.end()
+            return
+        kwargs: dict[str, Any] = {"do_sample": params.temperature > 0}
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            torch.manual_seed(params.seed)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        embeds = embeds.to(self.device)[None]  # [1, seq, hidden]
         try:
-            if flag.is_set():  # aborted while queued
-                return
-            kwargs: dict[str, Any] = {"do_sample": params.temperature > 0}
-            if params.temperature > 0:
-                kwargs.update(temperature=params.temperature, top_p=params.top_p)
-                torch.manual_seed(params.seed)
-            embeds = embeds.to(self.device)[None]  # [1, seq, hidden]
             with torch.inference_mode():
                 self.model.generate(
                     inputs_embeds=embeds,
@@ -151,11 +115,10 @@ class TransformersEngine(Engine):
                     pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                     **kwargs,
                 )
-        except Exception as err:  # surfaced on the event loop side
+        except BaseException:
             log.exception("transformers generation failed")
-            streamer.send(err)
-        finally:
-            streamer.end()
+            streamer.end()  # wake the consumer; the future carries the error
+            raise
 
     async def _stream(
         self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
@@ -163,30 +126,32 @@ class TransformersEngine(Engine):
         if request_id in self._flags:
             raise EngineError(f"Request id {request_id!r} is already running")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
         flag = threading.Event()
         self._flags[request_id] = flag
-        streamer = _QueueStreamer(loop, queue)
-        decoder = IncrementalDecoder(self.tokenizer)
+        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        trimmer = StopTrimmer(params.stop)
         future = loop.run_in_executor(self._executor, self._generate, prompt_embeds, params, flag, streamer)
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, Exception):
-                    raise EngineError(f"The language model failed: {item}") from item
+            async for text in streamer:
                 if flag.is_set():
-                    continue  # aborted: drain quietly until the thread ends
-                delta, stopped = apply_stop(decoder.sent, decoder.add(item), params.stop)
+                    continue  # aborted or stopped: drain quietly until the thread ends
+                delta = trimmer.feed(text)
                 if delta:
                     yield delta
-                if stopped:
+                if trimmer.stopped:
                     flag.set()
+            try:
+                await future
+            except Exception as err:
+                raise EngineError(f"The language model failed: {err}") from err
+            tail = "" if flag.is_set() else trimmer.flush()
+            if tail:
+                yield tail
         finally:
             flag.set()  # closed/cancelled consumer: stop the thread at its next step
             self._flags.pop(request_id, None)
-            future.add_done_callback(lambda f: f.exception())  # never leave "exception never retrieved"
+            # never leave "exception never retrieved"
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def abort(self, request_id: str) -> None:
         flag = self._flags.get(request_id)
