@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from model.llm import PromptBuilder, PromptError, PromptInputs, PromptTemplate, VideoSegment, validate_prompt_embeds
-from model.llm.prompt import format_clock, format_frame_times, load_input_embeddings
+from model.llm.prompt import format_frame_times, load_input_embeddings
+from model.timecode import format_time
 
 MISTRAL_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
 VID = "<VidPlaceHolder>"  # the official builder's placeholder, split on below
@@ -200,8 +201,8 @@ def test_chatml_lite_text_only_history_and_order(chatml: PromptBuilder, smol_dir
         "<|im_start|>system\nAnswer with [mm:ss] times.<|im_end|>\n"
         "<|im_start|>user\nWho is there?<|im_end|>\n<|im_start|>assistant\nA man.<|im_end|>\n"
         "<|im_start|>user\n"
-        "Clip 1 [00:00-00:16]: [00:03] Someone says hello.\n"
-        "Clip 2 [00:16-00:32]: on screen: EXIT\n"
+        "Clip 1 [0:00:00-0:00:16]: [00:03] Someone says hello.\n"  # a video over an hour: h:mm:ss everywhere
+        "Clip 2 [0:00:16-0:00:32]: on screen: EXIT\n"
         "Subtitles of the video:\n[00:03] hello\n[00:20] the door opens\n"
         "Question: When is the door opened?<|im_end|>\n<|im_start|>assistant\n"
     )
@@ -291,4 +292,44 @@ def test_template_files_are_complete_data() -> None:
     for name in ("chatml", "mistral-internvideo2"):
         template = PromptTemplate.load(name)
         assert template.name == name
-    assert format_clock(0) == "00:00" and format_clock(89.9) == "01:29" and format_clock(3600) == "1:00:00"
+    assert format_time(0) == "00:00" and format_time(89.9) == "01:29" and format_time(3600) == "1:00:00"
+
+
+@pytest.mark.parametrize("name", ["chatml", "mistral"])
+@pytest.mark.parametrize("duration", [95.0, 7300.0])
+def test_segment_costs_add_up_to_the_built_prompt(request: pytest.FixtureRequest, name: str, duration: float) -> None:
+    """What the planner budgets with: fixed parts + each segment's cost == the built prompt, within a token or two."""
+    builder: PromptBuilder = request.getfixturevalue(name)
+    start = 10.0 if duration < 3600 else 1800.0  # 00:10 or 0:30:00
+    segs = [
+        VideoSegment(
+            start + 8 * i,
+            start + 8 * i + 8,
+            [start + 8 * i + k + 0.5 for k in range(4)],
+            torch.zeros(96, builder.hidden_size),
+        )
+        for i in range(2)
+    ]
+    segs[1].text = "on screen: EXIT"
+    segs.append(VideoSegment(start + 40, start + 56, [], None, f"[{format_time(start + 41, duration)}] the dog barks"))
+    base = PromptInputs(
+        question="When does the dog bark?",
+        subtitles=f"[{format_time(start + 1, duration)}] hello there",
+        history=[("Who is there?", "A man.")],
+        duration=duration,
+    )
+    fixed = builder.build(base).shape[0]
+    costs = [builder.segment_cost(s, duration) for s in segs]
+    for n in (2, 3):
+        built = builder.build(PromptInputs(**{**base.__dict__, "segments": segs[:n]})).shape[0]
+        assert abs(fixed + sum(costs[:n]) - built) <= 2, (n, fixed, costs, built)
+    assert costs[0] > 96 and costs[2] == builder.text_cost(
+        builder.template.clip_separator
+        + builder.template.clip_intro.format(
+            index=1, start=format_time(start + 40, duration), end=format_time(start + 56, duration)
+        )
+        + builder.template.segment_text.format(text=segs[2].text)
+    )
+    # The intro uses the video's clock: h:mm:ss for a 2-hour video, costing more tokens than mm:ss.
+    intro = builder.layout(PromptInputs(question="q", segments=segs[:2], duration=duration))[0]
+    assert isinstance(intro, str) and ("Clip 1 [0:30:00-0:30:08]" in intro) == (duration > 3600)

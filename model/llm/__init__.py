@@ -7,7 +7,6 @@ from model.llm.prompt import (
     PromptInputs,
     PromptTemplate,
     VideoSegment,
-    format_clock,
     validate_prompt_embeds,
 )
 
@@ -22,6 +21,5 @@ __all__ = [
     "PromptTemplate",
     "VideoSegment",
     "create_engine",
-    "format_clock",
     "validate_prompt_embeds",
 ]

@@ -8,8 +8,8 @@ the tokenizer's defaults (for Mistral that puts a BOS before each run).
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from model.llm.errors import PromptError
+from model.timecode import format_time
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -109,14 +110,6 @@ class PromptTemplate:
         values["rstrip_context"] = bool(data["rstrip_context"])
         values["subtitles_after_clips"] = bool(data.get("subtitles_after_clips", False))
         return cls(name=data.get("name", path.stem), **values)
-
-
-def format_clock(seconds: float) -> str:
-    """mm:ss, or h:mm:ss from one hour on (the form the answers cite)."""
-    total = max(0, math.floor(seconds + 1e-6))
-    h, rem = divmod(total, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def format_frame_times(times: list[float]) -> str:
@@ -223,6 +216,8 @@ class PromptBuilder:
             raise PromptError(f"Embedding table {tuple(table.shape)} does not match hidden size {self.hidden_size}")
         self.embed_table = table.to(dtype) if dtype is not None else table
         self.dtype = self.embed_table.dtype
+        self._text_cost = functools.lru_cache(maxsize=8192)(self.count_tokens)
+        self._run_specials = len(self.tokenize(""))  # special tokens the tokenizer adds to every run (Mistral: BOS)
 
     # -- text -------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -265,7 +260,7 @@ class PromptBuilder:
         t = self.template
         text(t.context_open)
         if t.duration and inputs.duration > 0:
-            text(t.duration.format(duration=format_clock(inputs.duration)))
+            text(t.duration.format(duration=format_time(inputs.duration, inputs.duration)))
         if inputs.subtitles.strip() and not t.subtitles_after_clips:
             text(t.subtitles.format(subtitles=inputs.subtitles.strip()))
         many = len(inputs.segments) > 1
@@ -273,15 +268,12 @@ class PromptBuilder:
             if i:
                 text(t.clip_separator)
             if many or seg.embeddings is None:
-                text(t.clip_intro.format(index=i + 1, start=format_clock(seg.start), end=format_clock(seg.end)))
+                text(self._clip_intro(seg, i + 1, inputs.duration))
             if seg.embeddings is not None:
                 text(t.video_open)
                 parts.append(self._check_block(seg.embeddings, i))
-                text(t.video_close)
-                if seg.frame_times:
-                    text(t.frame_times.format(n=len(seg.frame_times), times=format_frame_times(seg.frame_times)))
-            if seg.text.strip():
-                text(t.segment_text.format(text=seg.text.strip()))
+                text(t.video_close + self._frame_times(seg))
+            text(self._segment_text(seg))
         if inputs.subtitles.strip() and t.subtitles_after_clips:
             text(t.subtitles.format(subtitles=inputs.subtitles.strip()))
         if t.rstrip_context and parts and isinstance(parts[-1], str):
@@ -290,6 +282,41 @@ class PromptBuilder:
             if not parts[-1]:
                 parts.pop()
         text(t.context_close)
+
+    def _clip_intro(self, seg: VideoSegment, index: int, duration: float) -> str:
+        return self.template.clip_intro.format(
+            index=index, start=format_time(seg.start, duration), end=format_time(seg.end, duration)
+        )
+
+    def _frame_times(self, seg: VideoSegment) -> str:
+        if not seg.frame_times:
+            return ""
+        return self.template.frame_times.format(n=len(seg.frame_times), times=format_frame_times(seg.frame_times))
+
+    def _segment_text(self, seg: VideoSegment) -> str:
+        return self.template.segment_text.format(text=seg.text.strip()) if seg.text.strip() else ""
+
+    # -- token budget -----------------------------------------------------------------------------
+    def text_cost(self, text: str) -> int:
+        """Tokens `text` takes inside a text run of the prompt (no special tokens); cached."""
+        return self._text_cost(text)
+
+    def segment_cost(self, segment: VideoSegment, duration: float) -> int:
+        """Tokens `segment` adds to the prompt under this template, as one clip among several: its separator and
+        time-range intro, the embedding rows with the video tags and the frame-times sentence, and its text.
+
+        Counted on the template's own wording. Text pieces are counted alone, so where a tokenizer merges across
+        a piece's edge the prompt differs by a token or so; a lone clip with embeddings has no intro, so for it
+        this is an upper bound.
+        """
+        t = self.template
+        before = t.clip_separator + self._clip_intro(segment, 1, duration)
+        if segment.embeddings is None:
+            return self.text_cost(before + self._segment_text(segment))
+        rows = int(segment.embeddings.shape[0])
+        after = t.video_close + self._frame_times(segment) + self._segment_text(segment)
+        # The block splits the text run: the run after it gets the tokenizer's special tokens again.
+        return self.text_cost(before + t.video_open) + rows + self._run_specials + self.text_cost(after)
 
     def _check_block(self, block: Any, index: int) -> torch.Tensor:
         if not isinstance(block, torch.Tensor) or block.ndim != 2 or block.shape[1] != self.hidden_size:
