@@ -80,9 +80,8 @@ class QFormerBridge(nn.Module):
         dtype = self.project_up.weight.dtype
         image_embeds = self.vision_layernorm(vision_tokens.to(dtype))  # [B, N, Cv]
         queries = torch.cat([self.query_tokens, self.extra_query_tokens], dim=1).expand(b, -1, -1)  # [B, 96, Hq]
-        # queries alone (no text): embeddings LayerNorm on the queries, encoder with query_length = 96
-        hidden = self.qformer.embeddings(query_embeds=queries)
-        out = self.qformer.encoder(
-            hidden, attention_mask=None, encoder_hidden_states=image_embeds, query_length=queries.shape[1]
+        # queries alone (no text): the public forward runs the embeddings LayerNorm on them, query_length = 96
+        out = self.qformer(
+            input_ids=None, query_embeds=queries, encoder_hidden_states=image_embeds
         ).last_hidden_state  # [B, 96, Hq]
-        return self.project_up(out[:, : queries.shape[1]])  # [B, 96, llm_hidden]
+        return self.project_up(out)  # [B, 96, llm_hidden]
