@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
@@ -49,6 +49,10 @@ class _Streamer(AsyncTextIteratorStreamer):
         with contextlib.suppress(RuntimeError):
             super().on_finalized_text(text, stream_end)
 
+    def finish(self) -> None:
+        """End the stream from our side (generation failed or never started)."""
+        self.end()  # type: ignore[no-untyped-call]  # transformers leaves `end` unannotated
+
 
 class TransformersEngine(Engine):
     def __init__(
@@ -70,7 +74,8 @@ class TransformersEngine(Engine):
         elif quantization not in (None, "awq", "gptq"):  # pre-quantized folders carry their own config
             raise EngineError(f"The transformers engine does not support quantization {quantization!r}")
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), **kwargs)
+            # Untyped on purpose: transformers types its auto classes for the `ty` checker, which mypy misreads.
+            self.model: Any = cast(Any, AutoModelForCausalLM).from_pretrained(str(self.model_dir), **kwargs)
         except (OSError, ValueError) as err:
             raise EngineError(f"Could not load the LLM from {self.model_dir}: {err}") from err
         if quantization != "bitsandbytes":
@@ -95,7 +100,7 @@ class TransformersEngine(Engine):
         self, embeds: torch.Tensor, params: GenerationParams, flag: threading.Event, streamer: _Streamer
     ) -> None:
         if flag.is_set():  # aborted while queued
-            streamer.end()
+            streamer.finish()
             return
         kwargs: dict[str, Any] = {"do_sample": params.temperature > 0}
         if params.temperature > 0:
@@ -117,7 +122,7 @@ class TransformersEngine(Engine):
                 )
         except BaseException:
             log.exception("transformers generation failed")
-            streamer.end()  # wake the consumer; the future carries the error
+            streamer.finish()  # wake the consumer; the future carries the error
             raise
 
     async def _stream(

@@ -147,9 +147,7 @@ def validate_prompt_embeds(
             f"The prompt has {embeds.shape[0]} tokens; with {max_tokens} tokens to generate it exceeds the "
             f"model's context window of {max_model_len} tokens. Ask about a shorter part of the video."
         )
-    if dtype is not None and embeds.dtype != dtype:
-        embeds = embeds.to(dtype)
-    return embeds
+    return embeds.to(dtype) if dtype is not None and embeds.dtype != dtype else embeds
 
 
 def read_llm_config(model_dir: Path) -> dict[str, Any]:

@@ -108,10 +108,10 @@ class VLLMEngine(Engine):
         from vllm.v1.engine.exceptions import EngineDeadError
 
         prompt: Any = {"prompt_embeds": prompt_embeds}
-        renderer = getattr(self.llm, "renderer", None)
-        if hasattr(renderer, "render_cmpl_async"):  # vLLM >= 0.3x: render first (raw prompts are deprecated)
+        render = getattr(getattr(self.llm, "renderer", None), "render_cmpl_async", None)
+        if render is not None:  # vLLM >= 0.3x: render first (raw prompts are deprecated)
             try:
-                (prompt,) = await renderer.render_cmpl_async([prompt])
+                (prompt,) = await render([prompt])
             except ValueError as err:
                 raise EngineError(f"vLLM refused the prompt: {err}") from err
         outputs = self.llm.generate(prompt, self.sampling_params(params), request_id)
