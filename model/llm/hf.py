@@ -22,6 +22,7 @@ from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCr
 from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
 from model.llm.guard import StopTrimmer
+from model.llm.quantization import transformers_quantization
 from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
@@ -67,12 +68,11 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs: dict[str, Any] = {"dtype": dtype}
+        quantization = transformers_quantization(quantization)  # fp8 is vLLM's: loaded unquantized here
         if quantization == "bitsandbytes":
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
-        elif quantization not in (None, "awq", "gptq"):  # pre-quantized folders carry their own config
-            raise EngineError(f"The transformers engine does not support quantization {quantization!r}")
         try:
             # Untyped on purpose: transformers types its auto classes for the `ty` checker, which mypy misreads.
             self.model: Any = cast(Any, AutoModelForCausalLM).from_pretrained(str(self.model_dir), **kwargs)

