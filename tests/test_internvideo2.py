@@ -430,6 +430,21 @@ def test_converted_llm_has_merged_bf16_weights(converted) -> None:
         torch.testing.assert_close(f.get_tensor("model.norm.weight"), sd[LM_PREFIX + "model.norm.weight"].bfloat16())
 
 
+def test_converted_config_has_legacy_keys_for_transformers_4(converted) -> None:
+    """transformers 5 writes only `rope_parameters` and `dtype`; a transformers-4 server (older vLLM) reads
+    `rope_theta` and `torch_dtype` and would silently fall back to rope_theta 10000."""
+    from transformers import AutoConfig, MistralConfig
+
+    _, _, out = converted
+    raw = json.loads((out / "llm" / "config.json").read_text())
+    assert raw["rope_theta"] == 1e6 and raw["torch_dtype"] == "bfloat16"  # what transformers 4 reads
+    assert raw["rope_parameters"]["rope_theta"] == 1e6 and raw["dtype"] == "bfloat16"  # what transformers 5 reads
+    cfg = AutoConfig.from_pretrained(out / "llm")
+    assert isinstance(cfg, MistralConfig)
+    assert cfg.rope_parameters["rope_theta"] == 1e6 and cfg.dtype == torch.bfloat16
+    assert cfg.hidden_size == LM["hidden"]
+
+
 def test_converted_vision_folder_loads_and_matches(converted) -> None:
     src, _, out = converted
     spec = VisionSpec(source=str(out), preset="tiny", llm_hidden=LM["hidden"], dtype="fp32")

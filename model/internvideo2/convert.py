@@ -175,11 +175,25 @@ def _write_llm(
 
     config = _mistral_config(st, llm_overrides)
     config.save_pretrained(out)
+    write_legacy_config_keys(out / "config.json")
     copied = [f for f in TOKENIZER_FILES if (src / f).exists()]
     for f in copied:
         shutil.copy2(src / f, out / f)
     if not any(f in copied for f in ("tokenizer.model", "tokenizer.json")):
         log.warning("no tokenizer files in %s: add Mistral-7B-Instruct-v0.3 tokenizer files to %s", src, out)
+
+
+def write_legacy_config_keys(path: Path) -> None:
+    """Add the transformers-4 names beside the transformers-5 ones: `rope_theta` (next to `rope_parameters`) and
+    `torch_dtype` (next to `dtype`). A server on transformers 4 (an older vLLM) reads only the legacy names and
+    would otherwise run Mistral v0.3 at the default rope_theta 10000 instead of 1e6; transformers 5 reads both."""
+    cfg = json.loads(path.read_text())
+    rope = cfg.get("rope_parameters") or {}
+    if "rope_theta" not in cfg and "rope_theta" in rope:
+        cfg["rope_theta"] = rope["rope_theta"]
+    if "torch_dtype" not in cfg and cfg.get("dtype"):
+        cfg["torch_dtype"] = cfg["dtype"]
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def convert_chat_checkpoint(
