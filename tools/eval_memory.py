@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -429,11 +430,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="empty the memory cache first (measure ingestion)")
     parser.add_argument("--max-tokens", type=int, default=None, help="answer length (default: the profile's)")
     parser.add_argument("--no-details", action="store_true", help="leave the per-question results out")
+    parser.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        choices=sorted(ABLATIONS),
+        help="also run with this context rule off (repeatable): its figures show what the rule is worth",
+    )
+
+
+ABLATIONS = ("focus_subtitles", "screen_without_speech", "time_without_unrelated")
 
 
 def load_lite_runtime(profile_name: str = "lite", engine: str | None = None, llm_url: str | None = None) -> Any:
     """The profile's runtime, optionally with another LLM engine (e.g. transformers where vLLM-CPU is slow)."""
-    import dataclasses
 
     from model.profiles import get_profile
     from model.runtime import Runtime
@@ -463,23 +473,32 @@ def run(args: argparse.Namespace) -> dict:
     load_s = time.perf_counter() - t
     settings = ChatSettings(GenerationSettings(max_tokens=args.max_tokens))
 
+    ablated: dict[str, list[QuestionResult]] = {}
+
+    async def ask_all(assistant: Any, memory: VideoMemory, settings: Any, label: str) -> list[QuestionResult]:
+        results = []
+        for i, q in enumerate(questions, start=1):
+            r = await _ask_one(assistant, memory, q, settings)
+            results.append(r)
+            # Progress on stderr (stdout is the JSON): a full run takes minutes on CPU.
+            print(
+                f"[eval{label} {i}/{len(questions)}] {q.kind}: hit={r.hit} cited={r.cited} answered={r.answered} "
+                f"({r.answer_s:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return results
+
     async def main() -> tuple[VideoMemory, list[QuestionResult], float]:
         try:
             assistant = runtime.assistant(cache_dir=cache_dir)
             t = time.perf_counter()
             memory = await asyncio.to_thread(assistant.ingest, video.path)
             ingest_s = time.perf_counter() - t
-            results = []
-            for i, q in enumerate(questions, start=1):
-                r = await _ask_one(assistant, memory, q, settings)
-                results.append(r)
-                # Progress on stderr (stdout is the JSON): a full run takes minutes on CPU.
-                print(
-                    f"[eval {i}/{len(questions)}] {q.kind}: hit={r.hit} cited={r.cited} answered={r.answered} "
-                    f"({r.answer_s:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            results = await ask_all(assistant, memory, settings, "")
+            for rule in args.ablate:
+                off = dataclasses.replace(settings, retrieval=dataclasses.replace(settings.retrieval, **{rule: False}))
+                ablated[rule] = await ask_all(assistant, memory, off, f" without {rule}")
             return memory, results, ingest_s
         finally:
             await runtime.close()
@@ -526,6 +545,14 @@ def run(args: argparse.Namespace) -> dict:
             "the first time in the answer is expected",
         },
     }
+    if ablated:
+        out["ablations"] = {
+            f"without {rule}": {
+                "overall": asdict(summarise(rs)),
+                "per_kind": {k: asdict(summarise([r for r in rs if r.kind == k])) for k in KINDS},
+            }
+            for rule, rs in ablated.items()
+        }
     if not args.no_details:
         out["results"] = [asdict(r) for r in results]
     return out

@@ -96,21 +96,22 @@ def plan_prompt(
     """Clips in budget (asked times, then ranks, then an overview), then subtitles nearest what was asked."""
     dense_cost = sum(segment_cost(d.segment) for d in dense)
     # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
-    about_screen = bool(tq.windows and SCREEN.search(question))
+    about_screen = settings.screen_without_speech and bool(tq.windows and SCREEN.search(question))
     has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
     reserve = int(budget_tokens * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
     use_ocr = settings.use_ocr
     # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated
     # clips (an overview, weak ranks) put other scenes' text beside it and small models answer from those.
+    focused = settings.time_without_unrelated and bool(tq.windows)
     choice = select_clips(
         memory.clips,
         tq,
         scores,
         budget_tokens=max(0, budget_tokens - reserve - dense_cost),
         clip_cost=lambda c: segment_cost(clip_segment(c, use_ocr)),
-        top_k=0 if tq.windows and not asks_neighbour(question) else settings.top_k,
-        overview=0 if tq.windows else settings.overview_clips,
-        min_score=FOCUS_MIN_SCORE if tq.windows else None,
+        top_k=0 if focused and not asks_neighbour(question) else settings.top_k,
+        overview=0 if focused else settings.overview_clips,
+        min_score=FOCUS_MIN_SCORE if focused else None,
     )
     # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
     subtitles = ""
@@ -123,7 +124,7 @@ def plan_prompt(
         windows += [(memory.clips[i].start, memory.clips[i].end) for i in choice.priority]
         focus, answer_focus = subtitle_focus(memory, question, tq, moments, said, windows, choice)
         transcript = memory.transcript
-        if focus is not None:
+        if focus is not None and settings.focus_subtitles:
             near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
             transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
         sub_budget = max(0, budget_tokens - choice.used_tokens - dense_cost)

@@ -39,6 +39,10 @@ class RetrievalSettings:
     overview_clips: int = 3  # evenly spread clips for whole-video questions
     dense_frames: int | None = None  # frames re-sampled around an asked moment (None: the encoder's clip length)
     max_moments: int = 3
+    # Context rules (tools/eval_memory.py --ablate measures each one's worth):
+    focus_subtitles: bool = True  # focused questions (a time, a "when", a said line, "after X") see only nearby lines
+    screen_without_speech: bool = True  # "what does the sign say at 2:10?" gets no speech beside the screen
+    time_without_unrelated: bool = True  # a question about a time gets no overview and only clearly matching ranks
 
 
 @dataclass(frozen=True)
