@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 .venv/bin/ruff check .
+# Types: strict on the question path and the LLM layer (pyproject.toml [tool.mypy]).
+.venv/bin/python -m mypy model/llm model/qa model/timecode.py
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

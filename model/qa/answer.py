@@ -68,7 +68,7 @@ async def stream_answer(
                 break
     finally:
         with contextlib.suppress(Exception):
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
     timings["first_token_s"] = first if first is not None else time.perf_counter() - t
     timings["generate_s"] = time.perf_counter() - t
     text, citations, cite_notes = check_citations("".join(pieces).strip(), memory.duration)
