@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from model.errors import VideoChatError
-from model.media import VideoInfo, load_audio, plan_clips, probe, sample_indices, segment_indices
+from model.media import ClipPlan, VideoInfo, load_audio, plan_clips, probe, sample_indices, segment_indices
 from model.memory.cache import MemoryCache
+from model.memory.gate import FrameGate
 from model.memory.keys import content_hash, memory_key
 from model.memory.records import ClipRecord, VideoMemory
 from model.profiles import SamplingSpec
 from model.protocols import OCR, ClipEncoder, TextEmbedder, VideoTextRanker
-from model.speech import Transcriber, Transcript
+from model.speech import Segment, Transcriber, Transcript
 
 Progress = Callable[[str, float], None]
 
@@ -48,6 +49,15 @@ class IngestConfig:
     decode_batch_clips: int = 16  # clips decoded per call (bounded memory for long videos)
     encode_batch_clips: int = 8
     thumb_width: int = 160
+
+
+@dataclass
+class IngestedBatch:
+    """What `Ingestor.ingest_batch` made of one batch of clips."""
+
+    clips: list[ClipRecord] = field(default_factory=list)
+    thumbnails: list[bytes] = field(default_factory=list)  # one JPEG per clip
+    retrieval: torch.Tensor | None = None  # [B, 512] float32 (stage-2 model), None without one
 
 
 def pick_frames(clip_images: np.ndarray, n: int) -> np.ndarray:
@@ -183,50 +193,17 @@ class Ingestor:
         timings.update(decode_s=0.0, encode_s=0.0, retrieval_s=0.0, ocr_s=0.0)
         batch = max(1, self.config.decode_batch_clips)
         for b0 in range(0, len(plans), batch):
-            group = plans[b0 : b0 + batch]
-            report("decoding", b0 / len(plans))
-            t = time.perf_counter()
-            wanted = sorted({i for p in group for i in p.frame_indices})
-            frames = sample_indices(str(path), wanted, short_side=sampling.short_side)  # decode once per batch
-            row = {int(idx): r for r, idx in enumerate(frames.indices)}
-            clip_images = np.stack([frames.images[[row[i] for i in p.frame_indices]] for p in group])  # [B, T, H, W, 3]
-            timings["decode_s"] += time.perf_counter() - t
-
-            report("encoding", b0 / len(plans))
-            t = time.perf_counter()
-            embeds = self.encode_clips(clip_images)  # [B, 96, hidden] fp16 | None
-            timings["encode_s"] += time.perf_counter() - t
-            if m.retrieval is not None:
-                t = time.perf_counter()
-                sub = pick_frames(clip_images, m.retrieval.frames_per_clip)
-                retrieval.append(m.retrieval.encode_video(sub).float())  # [B, 512]
-                timings["retrieval_s"] += time.perf_counter() - t
-            for j, plan in enumerate(group):
-                t = time.perf_counter()
-                ocr_lines, ocr_times = self._ocr_clip(clip_images[j], plan.frame_times)
-                timings["ocr_s"] += time.perf_counter() - t
-                clips.append(
-                    ClipRecord(
-                        index=plan.index,
-                        start=float(plan.start),
-                        end=float(plan.end),
-                        frame_times=[float(x) for x in plan.frame_times],
-                        transcript=_speech_in(transcript, plan.start, plan.end),
-                        ocr=ocr_lines,
-                        ocr_times=ocr_times,
-                        embeddings=None if embeds is None else embeds[j],
-                    )
-                )
-                thumbs.append(_jpeg(clip_images[j][len(plan.frame_times) // 2], self.config.thumb_width))
+            part = self.ingest_batch(
+                path, plans[b0 : b0 + batch], sampling, transcript, timings, report, b0 / len(plans)
+            )
+            clips += part.clips
+            thumbs += part.thumbnails
+            if part.retrieval is not None:
+                retrieval.append(part.retrieval)
         report("encoding", 1.0)
 
         report("indexing", 0.0)
-        t = time.perf_counter()
-        text_emb = seg_emb = None
-        if m.text_embedder is not None:
-            text_emb = m.text_embedder.embed([c.search_text for c in clips])  # [N, d]
-            seg_emb = m.text_embedder.embed([s.text for s in transcript.segments])  # [S, d]
-        timings["index_s"] = time.perf_counter() - t
+        text_emb, seg_emb = self.index_texts(clips, transcript.segments, timings)
         report("indexing", 1.0)
         return VideoMemory(
             key=key,
@@ -243,6 +220,78 @@ class Ingestor:
             timings=timings,
         )
 
+    def ingest_batch(
+        self,
+        path: Path,
+        group: Sequence[ClipPlan],
+        sampling: SamplingSpec,
+        transcript: Transcript,
+        timings: dict[str, float],
+        report: Progress | None = None,
+        fraction: float = 0.0,
+        ocr_gate: FrameGate | None = None,
+    ) -> IngestedBatch:
+        """One batch of clips: decode their frames once, encode, rank-encode, read the screen, make the records.
+
+        `transcript` must hold every line that overlaps the batch's clips (a clip carries the speech it overlaps);
+        `timings` gains this batch's seconds per stage. The build loop and the chunked ingest both call this.
+        """
+        m = self.models
+        report = report or (lambda stage, fraction: None)
+        for name in ("decode_s", "encode_s", "retrieval_s", "ocr_s"):
+            timings.setdefault(name, 0.0)
+        report("decoding", fraction)
+        t = time.perf_counter()
+        wanted = sorted({i for p in group for i in p.frame_indices})
+        frames = sample_indices(str(path), wanted, short_side=sampling.short_side)  # decode once per batch
+        row = {int(idx): r for r, idx in enumerate(frames.indices)}
+        clip_images = np.stack([frames.images[[row[i] for i in p.frame_indices]] for p in group])  # [B, T, H, W, 3]
+        timings["decode_s"] += time.perf_counter() - t
+
+        report("encoding", fraction)
+        t = time.perf_counter()
+        embeds = self.encode_clips(clip_images)  # [B, 96, hidden] fp16 | None
+        timings["encode_s"] += time.perf_counter() - t
+        retrieval = None
+        if m.retrieval is not None:
+            t = time.perf_counter()
+            sub = pick_frames(clip_images, m.retrieval.frames_per_clip)
+            retrieval = m.retrieval.encode_video(sub).float()  # [B, 512]
+            timings["retrieval_s"] += time.perf_counter() - t
+        out = IngestedBatch(retrieval=retrieval)
+        for j, plan in enumerate(group):
+            t = time.perf_counter()
+            ocr_lines, ocr_times = self._ocr_clip(clip_images[j], plan.frame_times, ocr_gate)
+            timings["ocr_s"] += time.perf_counter() - t
+            out.clips.append(
+                ClipRecord(
+                    index=plan.index,
+                    start=float(plan.start),
+                    end=float(plan.end),
+                    frame_times=[float(x) for x in plan.frame_times],
+                    transcript=_speech_in(transcript, plan.start, plan.end),
+                    ocr=ocr_lines,
+                    ocr_times=ocr_times,
+                    embeddings=None if embeds is None else embeds[j],
+                )
+            )
+            out.thumbnails.append(_jpeg(clip_images[j][len(plan.frame_times) // 2], self.config.thumb_width))
+        return out
+
+    def index_texts(
+        self, clips: Sequence[ClipRecord], segments: Sequence[Segment], timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Text-search rows: one per clip (speech + screen text) and one per transcript line (None without an
+        embedder). Rows are independent, so a chunk's rows equal the same clips' rows in a whole-video build."""
+        t = time.perf_counter()
+        text_emb = seg_emb = None
+        if self.models.text_embedder is not None:
+            text_emb = self.models.text_embedder.embed([c.search_text for c in clips])  # [N, d]
+            seg_emb = self.models.text_embedder.embed([s.text for s in segments])  # [S, d]
+        if timings is not None:
+            timings["index_s"] = timings.get("index_s", 0.0) + time.perf_counter() - t
+        return text_emb, seg_emb
+
     def encode_clips(self, clip_images: np.ndarray) -> torch.Tensor | None:
         """uint8 [B, T, H, W, 3] -> fp16 [B, 96, hidden] with the chat encoder (None without one)."""
         enc = self.models.encoder
@@ -256,8 +305,11 @@ class Ingestor:
             self.encoder_calls += len(images[i : i + step])
         return torch.cat(out)
 
-    def _ocr_clip(self, images: np.ndarray, times: list[float]) -> tuple[list[str], list[float]]:
-        """Distinct on-screen lines of a few frames of a clip, each with the first time it was seen."""
+    def _ocr_clip(
+        self, images: np.ndarray, times: list[float], gate: FrameGate | None = None
+    ) -> tuple[list[str], list[float]]:
+        """Distinct on-screen lines of a few frames of a clip, each with the first time it was seen. With a `gate`,
+        a frame that looks like the last one read keeps that frame's lines instead of being read again."""
         ocr = self.models.ocr
         k = self.config.ocr_frames_per_clip
         if ocr is None or k <= 0:
@@ -265,7 +317,12 @@ class Ingestor:
         lines: list[str] = []
         seen_at: list[float] = []
         for j in ocr_frames(len(images), k):
-            for text in read_screen(ocr, images[j]):
+            read = gate.reuse(images[j]) if gate is not None else None
+            if read is None:
+                read = read_screen(ocr, images[j])
+                if gate is not None:
+                    gate.remember(images[j], read)
+            for text in read:
                 if text not in lines:
                     lines.append(text)
                     seen_at.append(float(times[j]))
