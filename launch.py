@@ -28,6 +28,7 @@ BENCHES = {
     "eval": "tools.eval_memory",
     "app": "tools.bench.app",
 }
+    "tags": "tools.bench.tags",
 COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
 
 

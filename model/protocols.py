@@ -47,3 +47,24 @@ class OCR(Protocol):
     def read(self, image: np.ndarray) -> list[tuple[str, float]]:
         """uint8 [H, W, 3] RGB -> [(text, confidence), ...] in reading order."""
         ...
+
+
+class VisualTag(Protocol):
+    """One thing a tagger saw in a frame."""
+
+    @property
+    def label(self) -> str: ...  # "cat", "Egyptian cat"
+
+    @property
+    def score(self) -> float: ...  # 0..1
+
+    @property
+    def source(self) -> str: ...  # "object" (detector) | "scene" (classifier)
+
+
+class ImageTagger(Protocol):
+    """Objects and scene labels of one frame (COCO detector + ImageNet classifier in lite)."""
+
+    def tag(self, image: np.ndarray) -> Sequence[VisualTag]:
+        """uint8 [H, W, 3] RGB -> tags, objects first (an object seen twice is listed twice)."""
+        ...

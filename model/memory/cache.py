@@ -125,6 +125,11 @@ class MemoryCache:
                     ocr=list(m.get("ocr", [])),
                     ocr_times=[float(t) for t in m.get("ocr_times", [])],
                     embeddings=None if clip_embeds is None else clip_embeds[i],
+                    # absent in entries written before visual tags: read as none
+                    tags=[str(t) for t in m.get("tags", [])],
+                    tag_times=[float(t) for t in m.get("tag_times", [])],
+                    tag_counts=[int(n) for n in m.get("tag_counts", [])],
+                    tag_sources=[str(s) for s in m.get("tag_sources", [])],
                 )
             )
 

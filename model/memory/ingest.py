@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from model.memory.gate import FrameGate
 from model.memory.keys import content_hash, memory_key
 from model.memory.records import ClipRecord, VideoMemory
 from model.profiles import SamplingSpec
-from model.protocols import OCR, ClipEncoder, TextEmbedder, VideoTextRanker
+from model.protocols import OCR, ClipEncoder, ImageTagger, TextEmbedder, VideoTextRanker, VisualTag
 from model.speech import Segment, Transcriber, Transcript
 
 Progress = Callable[[str, float], None]
@@ -38,6 +39,7 @@ class IngestModels:
     retrieval: VideoTextRanker | None = None
     text_embedder: TextEmbedder | None = None
     ocr: OCR | None = None
+    tagger: ImageTagger | None = None  # objects and scene labels per frame (lite's sight)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class IngestConfig:
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     model_ids: dict[str, Any] = field(default_factory=dict)  # which models made a memory: part of its key
     ocr_frames_per_clip: int = 2  # frames of each clip read by OCR (evenly spaced, ending on the last)
+    tag_frames_per_clip: int = 8  # frames of each clip the visual tagger looks at (evenly strided from the first)
     decode_batch_clips: int = 16  # clips decoded per call (bounded memory for long videos)
     encode_batch_clips: int = 8
     thumb_width: int = 160
@@ -74,6 +77,36 @@ def ocr_frames(n_have: int, n_want: int) -> list[int]:
     if n_want >= n_have:
         return list(range(n_have))
     return sorted({round(x) for x in np.linspace(0, n_have - 1, n_want + 1)[1:]})
+
+
+def tag_frames(n_have: int, n_want: int) -> list[int]:
+    """Frames of a clip the tagger sees: every (n_have / n_want)-th from the first, so the gaps between tagged
+    frames stay even across clips and a thing is first seen at most one gap after it shows."""
+    if n_want >= n_have:
+        return list(range(n_have))
+    return sorted({int(i * n_have / n_want) for i in range(max(0, n_want))})
+
+
+@dataclass
+class SeenTags:
+    """A clip's tags: distinct labels in first-seen order (the ClipRecord's parallel lists)."""
+
+    labels: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def add_frame(self, tags: Sequence[VisualTag], t: float) -> None:
+        per_frame = Counter(tag.label for tag in tags)
+        for tag in tags:
+            if tag.label in self.labels:
+                j = self.labels.index(tag.label)
+                self.counts[j] = max(self.counts[j], per_frame[tag.label])
+                continue
+            self.labels.append(tag.label)
+            self.times.append(float(t))
+            self.counts.append(per_frame[tag.label])
+            self.sources.append(tag.source)
 
 
 def read_screen(ocr: OCR, image: np.ndarray) -> list[str]:
@@ -123,14 +156,17 @@ class Ingestor:
             raise VideoChatError("Sampling rate and frames per clip must be positive.")
         return spec
 
-    def key_for(self, path: str | Path, sampling: SamplingSpec) -> str:
+    def key_for(self, path: str | Path, sampling: SamplingSpec, extra: dict[str, Any] | None = None) -> str:
         # The models that produce a memory are part of its identity: a profile that changes its Whisper or its
-        # encoder must not reopen memories the old models made.
+        # encoder must not reopen memories the old models made. `extra`: what else the builder varies (chunking).
         extra = {
+            **(extra or {}),
             "ocr_frames": self.config.ocr_frames_per_clip if self.models.ocr else 0,
             "ocr_pick": "to-last",
             "models": self.config.model_ids,
         }
+        if self.models.tagger is not None:  # only then: memories made without tags keep their keys
+            extra["tag_frames"] = self.config.tag_frames_per_clip
         return memory_key(content_hash(path), self.config.profile, {**asdict(sampling), **extra})
 
     # ------------------------------------------------------------------------------------------ cached entry
@@ -190,7 +226,7 @@ class Ingestor:
         clips: list[ClipRecord] = []
         thumbs: list[bytes] = []
         retrieval: list[torch.Tensor] = []
-        timings.update(decode_s=0.0, encode_s=0.0, retrieval_s=0.0, ocr_s=0.0)
+        timings.update(decode_s=0.0, encode_s=0.0, retrieval_s=0.0, ocr_s=0.0, tags_s=0.0)
         batch = max(1, self.config.decode_batch_clips)
         for b0 in range(0, len(plans), batch):
             part = self.ingest_batch(
@@ -238,7 +274,7 @@ class Ingestor:
         """
         m = self.models
         report = report or (lambda stage, fraction: None)
-        for name in ("decode_s", "encode_s", "retrieval_s", "ocr_s"):
+        for name in ("decode_s", "encode_s", "retrieval_s", "ocr_s", "tags_s"):
             timings.setdefault(name, 0.0)
         report("decoding", fraction)
         t = time.perf_counter()
@@ -263,6 +299,9 @@ class Ingestor:
             t = time.perf_counter()
             ocr_lines, ocr_times = self._ocr_clip(clip_images[j], plan.frame_times, ocr_gate)
             timings["ocr_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            seen = self._tag_clip(clip_images[j], plan.frame_times)
+            timings["tags_s"] += time.perf_counter() - t
             out.clips.append(
                 ClipRecord(
                     index=plan.index,
@@ -273,6 +312,10 @@ class Ingestor:
                     ocr=ocr_lines,
                     ocr_times=ocr_times,
                     embeddings=None if embeds is None else embeds[j],
+                    tags=seen.labels,
+                    tag_times=seen.times,
+                    tag_counts=seen.counts,
+                    tag_sources=seen.sources,
                 )
             )
             out.thumbnails.append(_jpeg(clip_images[j][len(plan.frame_times) // 2], self.config.thumb_width))
@@ -304,6 +347,16 @@ class Ingestor:
             out.append(enc.encode(images[i : i + step]).to(torch.float16))
             self.encoder_calls += len(images[i : i + step])
         return torch.cat(out)
+
+    def _tag_clip(self, images: np.ndarray, times: list[float]) -> SeenTags:
+        """Objects and scene labels of a few frames of a clip, each with the first time it was seen."""
+        seen = SeenTags()
+        tagger = self.models.tagger
+        if tagger is None or self.config.tag_frames_per_clip <= 0:
+            return seen
+        for j in tag_frames(len(images), self.config.tag_frames_per_clip):
+            seen.add_frame(tagger.tag(images[j]), times[j])
+        return seen
 
     def _ocr_clip(
         self, images: np.ndarray, times: list[float], gate: FrameGate | None = None

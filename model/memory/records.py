@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,17 @@ import numpy as np
 import torch
 
 from model.speech import Transcript
+
+
+def format_tags(labels: Sequence[str], counts: Sequence[int], sources: Sequence[str]) -> str:
+    """ "person x3, bicycle; mountain bike": objects (x N when N were seen at once), "; ", then scene labels."""
+    objects, scenes = [], []
+    for label, n, source in zip(labels, counts, sources, strict=False):
+        if source == "object":
+            objects.append(f"{label} x{n}" if n > 1 else label)
+        else:
+            scenes.append(label)
+    return "; ".join(part for part in (", ".join(objects), ", ".join(scenes)) if part)
 
 
 @dataclass
@@ -24,10 +36,20 @@ class ClipRecord:
     ocr: list[str] = field(default_factory=list)  # distinct on-screen text lines
     ocr_times: list[float] = field(default_factory=list)  # frame times OCR looked at
     embeddings: torch.Tensor | None = None  # [96, llm_hidden] fp16 from the chat encoder (None in lite)
+    # Visual tags (COCO objects, ImageNet labels), distinct, in the order first seen; parallel lists.
+    tags: list[str] = field(default_factory=list)
+    tag_times: list[float] = field(default_factory=list)  # the frame time each tag was first seen at
+    tag_counts: list[int] = field(default_factory=list)  # most instances in one frame (1 for scene labels)
+    tag_sources: list[str] = field(default_factory=list)  # "object" | "scene"
 
     @property
     def ocr_text(self) -> str:
         return " | ".join(self.ocr)
+
+    @property
+    def tag_text(self) -> str:
+        """Objects (with counts), then scene labels: "person x3, bicycle; mountain bike, street sign"."""
+        return format_tags(self.tags, self.tag_counts, self.tag_sources)
 
     @property
     def search_text(self) -> str:
@@ -35,6 +57,8 @@ class ClipRecord:
         parts = [self.transcript.strip()]
         if self.ocr:
             parts.append("On screen: " + self.ocr_text)
+        if self.tags:
+            parts.append("Seen: " + self.tag_text)
         return " ".join(p for p in parts if p)
 
     @property
@@ -50,6 +74,10 @@ class ClipRecord:
             "transcript": self.transcript,
             "ocr": list(self.ocr),
             "ocr_times": list(self.ocr_times),
+            "tags": list(self.tags),
+            "tag_times": list(self.tag_times),
+            "tag_counts": list(self.tag_counts),
+            "tag_sources": list(self.tag_sources),
         }
 
 
@@ -126,3 +154,4 @@ class VideoMemory:
             "text_index": self.text_embeddings is not None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+                    "tags": c.tag_text,
