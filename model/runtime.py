@@ -203,8 +203,14 @@ class Runtime:
         return Assistant(models, config, cache=cache, cache_dir=cache_dir)
 
     def describe(self) -> str:
-        """One line for the UI and logs: profile, device, engine."""
-        return f"profile {self.profile.name} · {self.device} · {self.engine_name}"
+        """One line for the UI and logs: profile, device, engine, speech backend (and why, after a fallback)."""
+        line = f"profile {self.profile.name} · {self.device} · {self.engine_name}"
+        t = self.transcriber
+        if t is not None:
+            line += f" · {t.backend} on {t.device}"
+            if t.fallback_reason:
+                line += f" (fallback: {t.fallback_reason})"
+        return line
 
     async def close(self) -> None:
         await self.engine.close()

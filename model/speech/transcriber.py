@@ -6,6 +6,8 @@ name/id through the Hugging Face cache) and returns a `Transcriber` whose `trans
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -33,6 +35,7 @@ BACKENDS = ("faster-whisper", "openai-whisper")
 # stretches a sentence's last word over the pause; shorter pauses split chunks so times stay on the speech.
 VAD_OPTIONS: dict[str, float] = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
 PAUSE_SPLIT_S = 1.0  # a pause this long between words starts a new transcript line
+CHECK_SECONDS = 1.0  # audio transcribed at load on CUDA to prove the backend runs there
 Progress = Callable[[str, float], None]
 AudioInput = np.ndarray | str | os.PathLike | None
 
@@ -48,10 +51,16 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return "float16" if device.startswith("cuda") else "int8"
 
 
+class WhisperBackendError(ModelAccessError):
+    """faster-whisper (CTranslate2) cannot run on this device, e.g. its wheel links CUDA 12 libraries
+    (libcublas.so.12) that a CUDA 13 stack does not have."""
+
+
 class Transcriber(ABC):
     """A loaded Whisper model. `transcribe` takes 16 kHz mono float32 audio or a media path."""
 
     backend: str
+    fallback_reason: str | None = None  # set when this backend runs because the profile's could not
     model_name: str  # what the spec asked for ("packaged:tiny.en", "large-v3-turbo", a path...)
     model_path: str  # what was actually loaded
     device: str
@@ -222,11 +231,31 @@ class FasterWhisperTranscriber(Transcriber):
                 cpu_threads=_cpu_threads(),
             )
         except (RuntimeError, ValueError) as err:  # corrupt model.bin, unsupported compute type, CUDA missing
+            if ct2_device == "cuda":
+                raise WhisperBackendError(f"faster-whisper cannot load on {device}: {_first_line(err)}") from err
             raise ModelAccessError(f"Could not load the Whisper model {self.model_path}: {err}") from err
         self.multilingual = bool(self.model.model.is_multilingual)
         # Batching pays off on a GPU; on CPU the sequential decoder (with its previous-text context) is as fast.
         self.batch_size = batch_size if batch_size is not None else (16 if ct2_device == "cuda" else 1)
         self.pipeline = BatchedInferencePipeline(self.model) if self.batch_size > 1 else None
+
+    def check(self, seconds: float = CHECK_SECONDS) -> None:
+        """Transcribe `seconds` of quiet noise end to end (encoder and decoder). CTranslate2 loads cuBLAS/cuDNN
+        only at the first run, so a model that builds can still fail at every upload; this finds out at load."""
+        audio = (np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE)) * 1e-3).astype(np.float32)
+        try:
+            segments, _ = self.model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                vad_filter=False,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                max_new_tokens=4,
+            )
+            list(segments)  # a generator: decoding runs here
+        except (RuntimeError, OSError, ValueError) as err:  # "Library libcublas.so.12 is not found ..."
+            raise WhisperBackendError(f"faster-whisper cannot run on {self.device}: {_first_line(err)}") from err
 
     def _transcribe(
         self, audio: np.ndarray, duration: float, word_timestamps: bool, progress: Progress | None
@@ -437,10 +466,45 @@ class OpenAIWhisperTranscriber(Transcriber):
         return segments, language
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def _openai_fallback(spec: SpeechSpec, device: str, err: WhisperBackendError) -> Transcriber:
+    """openai-whisper (PyTorch: torch's own CUDA libraries) for a faster-whisper model that cannot run on `device`.
+
+    It runs on `device` when torch has CUDA, else on the CPU. A size name or hub id is served from the CTranslate2
+    folder faster-whisper already has (converted once, losslessly) rather than downloaded a second time.
+    """
+    import torch
+
+    target = device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+    source = spec.model
+    if not source.startswith("packaged:") and not Path(source).expanduser().exists():
+        with contextlib.suppress(ModelAccessError, ConfigError):  # else openai-whisper resolves the size itself
+            source = resolve_faster_whisper_model(source)
+    log.warning("%s; transcribing with openai-whisper (PyTorch) on %s instead", err, target)
+    model = OpenAIWhisperTranscriber(dataclasses.replace(spec, backend="openai-whisper", model=source), target)
+    model.model_name = spec.model
+    model.fallback_reason = str(err)
+    return model
+
+
 def build_transcriber(spec: SpeechSpec, device: str) -> Transcriber:
-    """Load the profile's Whisper model on `device` ("cpu", "cuda", "cuda:1")."""
+    """Load the profile's Whisper model on `device` ("cpu", "cuda", "cuda:1").
+
+    On CUDA, faster-whisper must also transcribe one second at load (`check`); when CTranslate2 cannot load or run
+    there, openai-whisper takes over (`Transcriber.fallback_reason` says why) instead of every upload failing.
+    """
     if spec.backend == "faster-whisper":
-        return FasterWhisperTranscriber(spec, device)
+        if not device.startswith("cuda"):
+            return FasterWhisperTranscriber(spec, device)
+        try:
+            model = FasterWhisperTranscriber(spec, device)
+            model.check()
+            return model
+        except WhisperBackendError as err:
+            return _openai_fallback(spec, device, err)
     if spec.backend == "openai-whisper":
         return OpenAIWhisperTranscriber(spec, device)
     raise ConfigError(f"Unknown speech backend {spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
