@@ -23,6 +23,23 @@ SPEECH_SENTENCES: list[tuple[float, str]] = [
 ]
 SPEECH_SCENES: list[tuple[float, float, str]] = [(0.0, 20.0, "KITCHEN"), (20.0, 40.0, "GARDEN"), (40.0, 60.0, "STREET")]
 
+# Damaged-file tests: one 16 s speech video with the clock, in several containers; the middle of a stream is
+# damaged in DAMAGE_SPAN (inside the second sentence), so the last sentence shows whether later audio keeps its time.
+THANKS = "Thank you for watching this video."
+DAMAGE_SENTENCES: list[tuple[float, str]] = [
+    (1.0, RED_BALL),
+    (6.0, "A blue car drives slowly past the gate."),
+    (12.0, THANKS),
+]
+DAMAGE_DURATION = 16.0
+DAMAGE_SPAN = (7.0, 7.6)
+DAMAGE_SOURCES: dict[str, dict] = {
+    "mp4": {"suffix": ".mp4", "faststart": True},  # h264 + AAC
+    "mkv": {"suffix": ".mkv"},  # h264 + AAC
+    "avi_ac3": {"suffix": ".avi", "video_codec": "mpeg4", "audio_codec": "ac3", "audio_rate": 48000},
+    "avi_mp3": {"suffix": ".avi", "video_codec": "mpeg4", "audio_codec": "libmp3lame"},
+}
+
 
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -101,3 +118,31 @@ def text_as_mp4(media_dir: Path) -> Path:
 def long_video(media_dir: Path) -> synth.SynthVideo:
     """10 minutes, 160x120 at 2 fps, clock, no audio."""
     return synth.make_long_video(media_dir / "long.mp4", duration=600.0, size=(160, 120), fps=2)
+
+
+@pytest.fixture(scope="session")
+def damage_sources(media_dir: Path) -> dict[str, synth.SynthVideo]:
+    """The undamaged originals of the damaged-file tests, by DAMAGE_SOURCES name."""
+    out = {}
+    for name, spec in DAMAGE_SOURCES.items():
+        opts = {k: v for k, v in spec.items() if k != "suffix"}
+        out[name] = synth.make_speech_video(
+            media_dir / f"intact_{name}{spec['suffix']}", DAMAGE_SENTENCES, duration=DAMAGE_DURATION, **opts
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def damaged_audio_mp4(media_dir: Path, damage_sources: dict[str, synth.SynthVideo]) -> Path:
+    """The mp4 source with its AAC packets in DAMAGE_SPAN overwritten (they do not decode)."""
+    out = media_dir / "damaged_audio.mp4"
+    synth.overwrite_packets(damage_sources["mp4"].path, out, "audio", *DAMAGE_SPAN)
+    return out
+
+
+@pytest.fixture(scope="session")
+def undecodable_mp4(media_dir: Path, damage_sources: dict[str, synth.SynthVideo]) -> Path:
+    """Every video packet overwritten with random bytes: a container whose picture nothing can decode."""
+    out = media_dir / "undecodable.mp4"
+    synth.overwrite_packets(damage_sources["mp4"].path, out, "video", -1.0, 1e9, keep=0)
+    return out

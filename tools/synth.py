@@ -152,6 +152,9 @@ def make_speech_track(
         shutil.rmtree(work, ignore_errors=True)
 
 
+_VIDEO_CODECS = {"libx264": ["-c:v", "libx264", "-preset", "ultrafast"], "mpeg4": ["-c:v", "mpeg4", "-q:v", "5"]}
+
+
 def make_speech_video(
     path: str | Path,
     sentences: list[tuple[float, str]],
@@ -161,8 +164,15 @@ def make_speech_video(
     clock: bool = True,
     label_scenes: list[tuple[float, float, str]] | None = None,
     voice: str = "en-us",
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    audio_rate: int = 16000,
+    faststart: bool = False,
 ) -> SynthVideo:
-    """A video (testsrc2 picture, optional clock and scene labels) with espeak-ng speech at the given offsets."""
+    """A video (testsrc2 picture, optional clock and scene labels) with espeak-ng speech at the given offsets.
+    The container follows the suffix (.mp4, .mkv, .avi, ...); `video_codec` "mpeg4" and `audio_codec` "ac3" or
+    "libmp3lame" make the classic AVI kind (AC3 wants `audio_rate` 48000). `faststart`: an MP4's index
+    before its data (as streaming sites write it), so a cut-short copy still opens."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wav = path.with_suffix(".speech.wav")
@@ -175,8 +185,9 @@ def make_speech_video(
     _ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}:duration={duration}",
         "-i", str(wav), *vf, "-t", f"{duration}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps * 2),
-        "-c:a", "aac", "-b:a", "64k", "-ar", "16000", "-ac", "1", str(path),
+        *_VIDEO_CODECS.get(video_codec, ["-c:v", video_codec]), "-pix_fmt", "yuv420p", "-g", str(fps * 2),
+        "-c:a", audio_codec, "-b:a", "64k", "-ar", str(audio_rate), "-ac", "1",
+        *(["-movflags", "+faststart"] if faststart else []), str(path),
     )  # fmt: skip
     wav.unlink(missing_ok=True)
     return SynthVideo(path, duration, size, fps, sentences=spoken, scenes=list(label_scenes or []), has_audio=True)
@@ -339,3 +350,109 @@ def ffprobe_frame_times(path: str | Path) -> list[float]:
     out = _run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
                 "-of", "json", str(path)])  # fmt: skip
     return sorted(float(f["pts_time"]) for f in json.loads(out)["frames"] if "pts_time" in f)
+
+
+def make_paused_video(path: str | Path, pause: tuple[float, float] = (4.0, 7.0), duration: float = 10.0) -> SynthVideo:
+    """An undamaged mkv whose picture pauses: no frame in `pause` (as screen recorders send none while nothing
+    changes), over a continuous tone. A hole in the frame times that is not damage."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a, b = pause
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=10:duration={duration}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={duration}",
+        "-vf", f"select='not(between(t,{a},{b - 0.05}))',{clock_filter(240)}", "-fps_mode", "vfr",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
+    )  # fmt: skip
+    return SynthVideo(path, duration, (320, 240), None, has_audio=True, extra={"pause": pause})
+
+
+# ------------------------------------------------------------------------------------- damage on purpose
+@dataclass(frozen=True)
+class PacketSpan:
+    """One packet of a stream: its presentation time and duration (seconds from the container start, the origin
+    of the frame times), where its payload bytes lie in the file, and whether it is a keyframe."""
+
+    time: float
+    duration: float
+    offset: int  # byte offset of the payload (not of the container's block header)
+    size: int
+    keyframe: bool
+
+
+def packet_spans(path: str | Path, kind: str) -> list[PacketSpan]:
+    """Every packet of the first `kind` ("audio" / "video") stream, in file order (PyAV, independent of the
+    project's media code). The payload offset is found by its bytes, so it is exact in every container."""
+    import av
+
+    data = Path(path).read_bytes()
+    out: list[PacketSpan] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0] if kind == "audio" else container.streams.video[0]
+        tb = float(stream.time_base)
+        origin = (container.start_time or 0) / av.time_base
+        for packet in container.demux(stream):
+            if not packet.size or packet.pts is None or packet.pos is None or packet.pos < 0:
+                continue
+            payload = bytes(packet)
+            at = data.find(payload[:64], max(0, packet.pos - 64))
+            assert at >= 0, f"payload of the packet at {packet.pos} not found"
+            out.append(
+                PacketSpan(packet.pts * tb - origin, (packet.duration or 0) * tb, at, packet.size, packet.is_keyframe)
+            )
+    return out
+
+
+def overwrite_packets(
+    src: str | Path, dst: str | Path, kind: str, t0: float, t1: float, keep: int = 8, seed: int = 0
+) -> list[PacketSpan]:
+    """Copy `src` to `dst` with the payload of every `kind` packet starting in [t0, t1) overwritten by random bytes
+    after its first `keep` bytes (codec headers such as AC3's sync word survive, as in real bit rot). The
+    container stays intact. Returns the damaged packets."""
+    data = bytearray(Path(src).read_bytes())
+    rng = np.random.default_rng(seed)
+    hit = [p for p in packet_spans(src, kind) if t0 <= p.time < t1]
+    assert hit, f"no {kind} packet starts in [{t0}, {t1})"
+    for p in hit:
+        n = max(0, p.size - keep)
+        data[p.offset + keep : p.offset + keep + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return hit
+
+
+def cut_packets(src: str | Path, dst: str | Path, kind: str, t0: float, t1: float) -> tuple[int, int]:
+    """Copy `src` to `dst` without the bytes from the first `kind` packet starting in [t0, t1) to the end of the
+    last one (whatever else lies between goes too, as when a download loses a block). Returns (offset, length)."""
+    hit = [p for p in packet_spans(src, kind) if t0 <= p.time < t1]
+    assert hit, f"no {kind} packet starts in [{t0}, {t1})"
+    a = min(p.offset for p in hit)
+    b = max(p.offset + p.size for p in hit)
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[:a] + data[b:])
+    return a, b - a
+
+
+def truncate_file(src: str | Path, dst: str | Path, keep: float) -> Path:
+    """Copy the first `keep` (fraction) of `src`'s bytes: an interrupted download or copy."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return Path(dst)
+
+
+def ffprobe_packet_times(path: str | Path, kind: str) -> list[tuple[float, float]]:
+    """Independent reference: (pts_time, duration_time) of every packet of the first `kind` stream, per ffprobe."""
+    sel = "a:0" if kind == "audio" else "v:0"
+    out = _run(["ffprobe", "-v", "error", "-select_streams", sel, "-show_entries", "packet=pts_time,duration_time",
+                "-of", "json", str(path)])  # fmt: skip
+    rows = json.loads(out).get("packets", [])
+    return sorted(
+        (float(r["pts_time"]), float(r.get("duration_time", 0) or 0))
+        for r in rows
+        if r.get("pts_time") not in (None, "N/A")
+    )
+
+
+def ffprobe_start_time(path: str | Path) -> float:
+    """Independent reference: the container start time (the origin of frame and sample times), per ffprobe."""
+    out = _run(["ffprobe", "-v", "error", "-show_entries", "format=start_time", "-of", "json", str(path)])
+    return float(json.loads(out)["format"].get("start_time", 0) or 0)

@@ -1,7 +1,8 @@
 """Media pipeline: probe, frame sampling (decord, PyAV fallback), audio, clip planning, test-media generators."""
 
-from model.media.audio import load_audio
+from model.media.audio import AudioTrack, decode_audio, load_audio
 from model.media.clips import ClipPlan, plan_clips
+from model.media.damage import LostStretch, damage_note, merge_lost
 from model.media.errors import (
     CorruptVideoError,
     EmptyFileError,
@@ -12,7 +13,7 @@ from model.media.errors import (
     UnsupportedCodecError,
     ZeroDurationError,
 )
-from model.media.probe import FrameTable, VideoInfo, frame_table, probe
+from model.media.probe import FrameTable, VideoInfo, frame_table, probe, probe_damage
 from model.media.sampling import (
     Frames,
     fps_grid,
@@ -25,11 +26,13 @@ from model.media.sampling import (
 )
 
 __all__ = [
+    "AudioTrack",
     "ClipPlan",
     "CorruptVideoError",
     "EmptyFileError",
     "FrameTable",
     "Frames",
+    "LostStretch",
     "MediaError",
     "MissingFileError",
     "NoVideoStreamError",
@@ -37,12 +40,16 @@ __all__ = [
     "UnsupportedCodecError",
     "VideoInfo",
     "ZeroDurationError",
+    "damage_note",
+    "decode_audio",
     "fps_grid",
     "frame_table",
     "load_audio",
+    "merge_lost",
     "output_size",
     "plan_clips",
     "probe",
+    "probe_damage",
     "sample_fps",
     "sample_indices",
     "sample_segments",

@@ -3,6 +3,11 @@
 Both backends decode only the frames asked for, resized on decode (short side -> `short_side`, aspect kept),
 return upright RGB (the display matrix applied) and take every frame's time from the same container-timestamp
 table (`probe.frame_table`), so the times are real for variable frame rate and identical across backends.
+
+Damaged files: a frame the container marks broken is replaced, before decoding, by the nearest usable one; PyAV
+(the backend `auto` picks for a file `probe` found damaged) also skips packets that do not decode and gives the
+nearest frame that did. Either way `Frames.times`/`indices` are those of the frames really returned, and
+`Frames.lost` says which stretches the decoder found broken.
 """
 
 from __future__ import annotations
@@ -10,27 +15,31 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import av
 import numpy as np
 
+from model.media.damage import VIDEO_CONCEALED, VIDEO_UNDECODABLE, LostStretch, merge_lost
 from model.media.errors import CorruptVideoError
-from model.media.probe import FrameTable, _cached, _file_key, open_container
+from model.media.probe import FrameTable, _cached, _file_key, _frame_stretches, decode_tolerant, open_container
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
 CHUNK = 32  # frames per decord get_batch call: bounds the temporary copy
+MAX_BACK = 8  # keyframes PyAV steps back when a seek lands past its target
 
 
 @dataclass
 class Frames:
     images: np.ndarray  # uint8 [N, H, W, 3] RGB, upright
-    times: np.ndarray  # float64 [N] seconds (container timestamps)
-    indices: np.ndarray  # int64 [N] frame indices in presentation order
+    times: np.ndarray  # float64 [N] seconds (container timestamps) of the frames returned
+    indices: np.ndarray  # int64 [N] frame indices (presentation order) of the frames returned
     backend: str  # "decord" | "pyav"
+    requested: np.ndarray | None = None  # int64 [N] the indices asked for (differ from `indices` where broken)
+    lost: list[LostStretch] = field(default_factory=list)  # broken frames the decoder met on the way
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -106,24 +115,43 @@ def _decode_decord(path: str, indices: np.ndarray, size: tuple[int, int], table:
     return out
 
 
-def _decode_pyav(path: str, indices: np.ndarray, size: tuple[int, int], table: FrameTable) -> np.ndarray:
-    """Seek to the keyframe before each needed frame only when that skips work, then decode forward."""
-    out = np.empty((len(indices), size[1], size[0], 3), dtype=np.uint8)  # [N, h, w, 3]
+def _decode_pyav(
+    path: str, indices: np.ndarray, size: tuple[int, int], table: FrameTable
+) -> tuple[np.ndarray, np.ndarray, set[int], set[int]]:
+    """Seek to the keyframe before each needed frame only when that skips work, then decode forward, skipping
+    packets that do not decode. Returns the images [N, h, w, 3], the pts of the frame each one really is (a
+    wanted frame that never comes out is replaced by the nearer decoded neighbour), and the pts of frames found
+    undecodable and of frames decoded with errors (concealed)."""
+    n = len(indices)
+    out = np.empty((n, size[1], size[0], 3), dtype=np.uint8)  # [N, h, w, 3]
+    got = np.zeros(n, dtype=np.int64)
     want = table.pts[indices]
     # For every frame, the index of the last keyframe at or before it (presentation order).
     key_before = np.maximum.accumulate(np.where(table.keyframe, np.arange(len(table)), 0))
+    failed: set[int] = set()
+    concealed: set[int] = set()
+
+    def on_error(packet: av.Packet, err: av.FFmpegError) -> None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None:
+            failed.add(int(ts))
+
+    def picture(frame: av.VideoFrame) -> np.ndarray:
+        return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+
     with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        k, pos, frames, last = 0, None, None, None
+        k, pos, frames = 0, None, None
+        prev: tuple[int, av.VideoFrame] | None = None  # the last frame decoded (a stand-in for lost ones)
         back = 0  # extra keyframes to step back when a seek lands past the target
-        while k < len(want):
+        while k < n:
             kf = int(key_before[indices[k]])
             for _ in range(back):
                 kf = int(key_before[max(kf - 1, 0)])
             if frames is None or pos is None or want[k] <= pos or table.pts[kf] > pos:
                 container.seek(int(table.pts[kf]), stream=stream, backward=True)
-                frames, pos, first = container.decode(stream), None, True
+                frames, pos, first = decode_tolerant(container, stream, on_error), None, True
             else:
                 first = False
             progressed = False
@@ -132,32 +160,64 @@ def _decode_pyav(path: str, indices: np.ndarray, size: tuple[int, int], table: F
                     fp = frame.pts if frame.pts is not None else frame.dts
                     if fp is None:
                         continue
-                    if first and fp > want[k] and kf > 0:
+                    if first and fp > want[k] and kf > 0 and back < MAX_BACK:
                         break  # the seek landed after the target: step back one more keyframe
                     first, pos = False, fp
+                    if frame.is_corrupt:
+                        concealed.add(int(fp))
                     if fp < want[k]:
+                        prev = (fp, frame)
                         continue
-                    last = frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
-                    while k < len(want) and want[k] <= fp:  # exact match; a missing pts takes the next frame
-                        out[k] = last
+                    mine: np.ndarray | None = None
+                    theirs: np.ndarray | None = None
+                    while k < n and want[k] <= fp:  # exact match, or the wanted frame never came out
+                        if want[k] != fp:
+                            failed.add(int(want[k]))
+                        # a frame after a broken one is built on it until the next keyframe: the frame before
+                        # the break (what a player freezes on) stands in, unless this one is a nearer keyframe
+                        near = prev is None or (frame.key_frame and fp - want[k] <= want[k] - prev[0])
+                        if want[k] == fp or near:
+                            mine = picture(frame) if mine is None else mine
+                            out[k], got[k] = mine, fp
+                        else:
+                            theirs = picture(prev[1]) if theirs is None else theirs
+                            out[k], got[k] = theirs, prev[0]
                         k += 1
+                    prev = (fp, frame)
                     progressed = True
                     back = 0
-                    if k >= len(want) or table.pts[int(key_before[indices[k]])] > pos:
+                    if k >= n or table.pts[int(key_before[indices[k]])] > pos:
                         break  # done, or a seek is cheaper than decoding up to the next target
-                else:
-                    if last is None:
+                else:  # the stream ended (damaged or cut tail): the last frame decoded stands in
+                    if prev is None:
                         raise CorruptVideoError(f"{os.path.basename(path)}: no frame could be decoded.")
-                    out[k:] = last  # stream ended early (damaged tail): repeat the last good frame
-                    k = len(want)
+                    failed.update(int(w) for w in want[k:])
+                    out[k:], got[k:] = picture(prev[1]), prev[0]
+                    k = n
             except av.FFmpegError as err:
                 raise CorruptVideoError(f"{os.path.basename(path)}: decoding failed ({err.strerror}).") from err
-            if not progressed and k < len(want):
+            if not progressed and k < n:
                 back += 1
                 frames = None
-                if back > 8:
-                    raise CorruptVideoError(f"{os.path.basename(path)}: seeking to frame {indices[k]} failed.")
-    return out
+    return out, got, failed, concealed
+
+
+def _lost_frames(table: FrameTable, pts: set[int], note: str) -> list[LostStretch]:
+    """Stretches of the table's frames whose pts are in `pts`, each run to the next keyframe: the frames after a
+    broken one are predicted from it, so its damage shows until a keyframe starts afresh."""
+    if not pts:
+        return []
+    want = np.fromiter(pts, dtype=np.int64)
+    idx = np.searchsorted(table.pts, want)
+    idx = idx[(idx < len(table)) & (table.pts[np.minimum(idx, len(table) - 1)] == want)]
+    mask = np.zeros(len(table), dtype=bool)
+    mask[idx] = True
+    keys = np.flatnonzero(table.keyframe)
+    nxt = np.searchsorted(keys, idx, side="right")  # the keyframe after each broken frame
+    for i, n in zip(idx, nxt, strict=True):
+        mask[i : keys[n] if n < len(keys) else len(table)] = True
+    step = float(np.median(np.diff(table.times))) if len(table) > 1 else table.duration
+    return _frame_stretches(table.times, step, mask, note)
 
 
 def _decord_upright(key: tuple[str, int, int], rotation: int) -> bool:
@@ -180,13 +240,17 @@ def _load(path: str, indices: np.ndarray, short_side: int | None, backend: str |
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if len(indices) and (indices.min() < 0 or indices.max() >= len(table)):
         raise ValueError(f"frame indices must be in [0, {len(table)}), got {indices.min()}..{indices.max()}")
+    use = table.usable_index(indices)  # frames the container marks broken: the nearest usable one instead
     # Decoders work on the stored (unrotated) picture: size the short side there, then turn upright.
     stored_w, stored_h = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
     size = output_size(stored_w, stored_h, short_side)
-    uniq, inverse = np.unique(indices, return_inverse=True)
+    uniq, inverse = np.unique(use, return_inverse=True)
     choice = _choose_backend(backend)
+    if choice == "auto" and table.lost:
+        choice = "pyav"  # a damaged file: PyAV skips what does not decode and says where
     used, turn = "pyav", info.rotation
     decoded = None
+    got, lost = uniq, []
     if choice in ("auto", "decord"):
         try:
             dsize = size
@@ -199,10 +263,19 @@ def _load(path: str, indices: np.ndarray, short_side: int | None, backend: str |
             log.info("decord cannot serve %s (%s); falling back to PyAV", os.path.basename(path), why)
             turn = info.rotation
     if decoded is None:
-        decoded = _decode_pyav(path, uniq, size, table)
+        decoded, got_pts, failed, concealed = _decode_pyav(path, uniq, size, table)
+        got = np.searchsorted(table.pts, got_pts).astype(np.int64)
+        lost = merge_lost(
+            _lost_frames(table, failed, VIDEO_UNDECODABLE) + _lost_frames(table, concealed - failed, VIDEO_CONCEALED)
+        )
+        if lost:
+            log.info("%s: %s", os.path.basename(path), "; ".join(x.describe() for x in lost))
     log.info("sampled %d frames of %s with %s", len(indices), os.path.basename(path), used)
     images = _rotate(decoded[inverse] if len(uniq) != len(indices) else decoded, turn)
-    return Frames(images=images, times=table.times[indices].copy(), indices=indices, backend=used)
+    shown = got[inverse]
+    return Frames(
+        images=images, times=table.times[shown].copy(), indices=shown, backend=used, requested=indices, lost=lost
+    )
 
 
 # ------------------------------------------------------------------------------------------------- public
