@@ -27,8 +27,8 @@ BENCHES = {
     "memory": "tools.bench.memory",
     "eval": "tools.eval_memory",
     "app": "tools.bench.app",
-}
     "tags": "tools.bench.tags",
+}
 COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
 
 

@@ -146,6 +146,7 @@ class VideoMemory:
                     "frames": len(c.frame_times),
                     "transcript": c.transcript,
                     "ocr": c.ocr,
+                    "tags": c.tag_text,
                     "embeddings": None if c.embeddings is None else list(c.embeddings.shape),
                 }
                 for c in self.clips
@@ -154,4 +155,3 @@ class VideoMemory:
             "text_index": self.text_embeddings is not None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
-                    "tags": c.tag_text,
