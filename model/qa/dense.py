@@ -10,9 +10,9 @@ import torch
 
 from model.llm import VideoSegment
 from model.media import sample_window
-from model.memory.ingest import read_screen
-from model.memory.records import VideoMemory
-from model.protocols import OCR
+from model.memory.ingest import SeenTags, read_screen
+from model.memory.records import VideoMemory, format_tags
+from model.protocols import OCR, ImageTagger
 from model.qa.timeparse import TimeWindow
 from model.qa.types import ClipEvidence
 from model.timecode import format_time
@@ -32,8 +32,10 @@ def dense_segment(
     frames: int | None,
     encode: EncodeClips | None,
     ocr: OCR | None,
+    tagger: ImageTagger | None = None,
 ) -> DenseSegment:
-    """`frames` frames within ±2 s (±5 s for "around") of a moment, encoded with `encode`; the asked frame's text."""
+    """`frames` frames within ±2 s (±5 s for "around") of a moment, encoded with `encode`; the asked frame's text
+    and what it shows (visual tags)."""
     t = window.start
     pad = 5.0 if window.approximate else 2.0
     a, b = max(0.0, t - pad), min(memory.duration, t + pad)
@@ -46,11 +48,18 @@ def dense_segment(
         embeds = None if out is None else out[0]  # [96, hidden]
         frame_times = [float(x) for x in sampled.times] if embeds is not None else []
     at = sample_window(str(memory.path), t, t, n=1, short_side=short)  # the frame shown at the asked time
-    text = ""
+    when = format_time(float(at.times[0]), memory.duration)
+    parts: list[str] = []
     if ocr is not None:
         lines = read_screen(ocr, at.images[0])
         if lines:
-            text = f"On screen at [{format_time(float(at.times[0]), memory.duration)}]: " + " | ".join(lines)
+            parts.append(f"On screen at [{when}]: " + " | ".join(lines))
+    if tagger is not None:
+        seen = SeenTags()
+        seen.add_frame(tagger.tag(at.images[0]), float(at.times[0]))
+        if seen.labels:
+            parts.append(f"Seen at [{when}]: " + format_tags(seen.labels, seen.counts, seen.sources))
+    text = ". ".join(parts)
     image = at.images[0]
     thumb = image[:: max(1, image.shape[0] // 120), :: max(1, image.shape[1] // 160)].copy()
     seg = VideoSegment(start=a, end=b, frame_times=frame_times, embeddings=embeds, text=text)

@@ -18,16 +18,18 @@ from model.qa.search import ClipScores, Moment, neighbour_line
 from model.qa.timeparse import TimeQuery
 from model.qa.types import ClipEvidence, RetrievalSettings
 from model.speech import Transcript, subtitle_lines
-from model.timecode import example_time
+from model.timecode import example_time, format_time
 
 INSTRUCTIONS = (
     "You answer questions about a video using only the context given: clips with their time ranges, "
-    "text seen on screen, and timed subtitles of what is said. When you state something from the video, "
+    "text seen on screen, things seen in the pictures, and timed subtitles of what is said. "
+    "When you state something from the video, "
     "cite its time in square brackets like [{example}]. If the context does not contain the answer, say that "
     "you cannot tell from the video. Answer briefly."
 )
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
+SEEN_LIMIT = 8  # visual tags per clip in the prompt (first seen first)
 SCREEN = re.compile(r"\b(sign|written|writing|on screen|shown|caption|title|label|board|text)\b", re.IGNORECASE)
 Window = tuple[float, float]
 
@@ -40,11 +42,27 @@ class PromptPlan:
     focus: list[Window] = field(default_factory=list)  # what the answer is about (said lines, neighbour)
 
 
-def clip_segment(clip: ClipRecord, use_ocr: bool) -> VideoSegment:
-    """The prompt segment a memory clip becomes: its embeddings (when encoded) and its on-screen text."""
-    text = ("On screen: " + clip.ocr_text) if use_ocr and clip.ocr else ""
+def seen_line(clip: ClipRecord, duration: float, limit: int = SEEN_LIMIT) -> str:
+    """A clip's visual tags for the prompt, grouped by when each was first seen:
+    "Seen: [01:00] cat, Egyptian cat; [01:04] person x2" (the first `limit` tags; "" without tags)."""
+    groups: dict[str, list[str]] = {}
+    items = list(zip(clip.tags, clip.tag_times, clip.tag_counts, strict=False))[:limit]
+    for label, t, n in sorted(items, key=lambda item: item[1]):
+        groups.setdefault(format_time(t, duration), []).append(f"{label} x{n}" if n > 1 else label)
+    return ("Seen: " + "; ".join(f"[{at}] {', '.join(labels)}" for at, labels in groups.items())) if groups else ""
+
+
+def clip_segment(clip: ClipRecord, use_ocr: bool, use_tags: bool = True, duration: float = 0.0) -> VideoSegment:
+    """The prompt segment a memory clip becomes: its embeddings (when encoded), its on-screen text and what its
+    frames were seen to show (visual tags, with times)."""
+    parts = [("On screen: " + clip.ocr_text) if use_ocr and clip.ocr else ""]
+    parts.append(seen_line(clip, duration or clip.end) if use_tags else "")
     return VideoSegment(
-        start=clip.start, end=clip.end, frame_times=clip.frame_times, embeddings=clip.embeddings, text=text
+        start=clip.start,
+        end=clip.end,
+        frame_times=clip.frame_times,
+        embeddings=clip.embeddings,
+        text=". ".join(p for p in parts if p),
     )
 
 
@@ -99,7 +117,7 @@ def plan_prompt(
     about_screen = settings.screen_without_speech and bool(tq.windows and SCREEN.search(question))
     has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
     reserve = int(budget_tokens * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
-    use_ocr = settings.use_ocr
+    use_ocr, use_tags = settings.use_ocr, settings.use_tags
     # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated
     # clips (an overview, weak ranks) put other scenes' text beside it and small models answer from those.
     focused = settings.time_without_unrelated and bool(tq.windows)
@@ -108,7 +126,7 @@ def plan_prompt(
         tq,
         scores,
         budget_tokens=max(0, budget_tokens - reserve - dense_cost),
-        clip_cost=lambda c: segment_cost(clip_segment(c, use_ocr)),
+        clip_cost=lambda c: segment_cost(clip_segment(c, use_ocr, use_tags, memory.duration)),
         top_k=0 if focused and not asks_neighbour(question) else settings.top_k,
         overview=0 if focused else settings.overview_clips,
         min_score=FOCUS_MIN_SCORE if focused else None,
@@ -134,7 +152,7 @@ def plan_prompt(
     evidence: list[ClipEvidence] = []
     for i in choice.clips:
         c = memory.clips[i]
-        seg = clip_segment(c, use_ocr)
+        seg = clip_segment(c, use_ocr, use_tags, memory.duration)
         if shows_anything(seg):
             segments.append(seg)
         evidence.append(

@@ -13,6 +13,7 @@ import numpy as np
 
 from model.memory.records import ClipRecord, VideoMemory
 from model.speech import Segment
+from model.vision.labels import labels_named
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 STOPWORDS = frozenset(
@@ -106,6 +107,9 @@ SUMMARY = re.compile(  # questions about the whole video: they get all of it, no
     re.IGNORECASE,
 )
 Onset = Callable[[VideoMemory, ClipRecord, str], tuple[float, str]]
+# Questions about text ("when does the word HARBOR appear?") are answered by OCR, not by what the tags saw.
+ABOUT_TEXT = re.compile(r"\b(words?|written|writing|text|caption|title|spell\w*|says?|read)\b", re.IGNORECASE)
+SEEN_WEIGHT = 1.5  # a clip that shows every thing the question names scores like a line that says its words
 
 
 @dataclass(frozen=True)
@@ -121,10 +125,43 @@ def quote(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def seen_scores(memory: VideoMemory, question: str) -> np.ndarray | None:
+    """[N] in [0, 1]: the share of the things the question names ("bike", "kitty", "coffee mug") that each clip's
+    visual tags show, synonyms included (`model.vision.labels`). None when the question names nothing that can
+    be seen, asks about text, or the memory has no tags."""
+    if ABOUT_TEXT.search(question) or not any(c.tags for c in memory.clips):
+        return None
+    named = labels_named(question)
+    if not named:
+        return None
+    return np.array(
+        [sum(1 for labels in named.values() if labels.intersection(c.tags)) / len(named) for c in memory.clips],
+        dtype=np.float32,
+    )
+
+
+def first_sighting(clip: ClipRecord, question: str) -> tuple[float, str]:
+    """When a clip's tags first show something the question names: (time, the tag)."""
+    wanted = frozenset().union(*labels_named(question).values())
+    hits = [
+        (t, k, label) for k, (label, t) in enumerate(zip(clip.tags, clip.tag_times, strict=False)) if label in wanted
+    ]
+    if not hits:
+        return clip.start, ""
+    t, _, label = min(hits)  # the earliest; at one time, the tag listed first (objects before scene labels)
+    return t, label
+
+
 def score_clips(
-    memory: VideoMemory, question: str, vectors: QuestionVectors, use_speech: bool = True, use_ocr: bool = True
+    memory: VideoMemory,
+    question: str,
+    vectors: QuestionVectors,
+    use_speech: bool = True,
+    use_ocr: bool = True,
+    use_tags: bool = True,
 ) -> ClipScores | None:
-    """Relevance of every clip: stage-2 video-text similarity, text-embedding similarity, keywords."""
+    """Relevance of every clip: stage-2 video-text similarity, text-embedding similarity, keywords, and the
+    things its visual tags show ("seen")."""
     if not memory.clips:
         return None
     parts: dict[str, np.ndarray] = {}
@@ -137,6 +174,9 @@ def score_clips(
         for c in memory.clips
     ]
     parts["keyword"] = keyword_scores(question, texts)
+    seen = seen_scores(memory, question) if use_tags else None
+    if seen is not None:
+        parts["seen"] = seen
     return combine_scores(parts)
 
 
@@ -211,7 +251,8 @@ def find_moments(
     limit: int = 3,
     onset: Onset = coarse_onset,
 ) -> list[Moment]:
-    """Best-matching stretches: transcript lines (speech), clips with matching on-screen text or pictures.
+    """Best-matching stretches: transcript lines (speech), clips with matching on-screen text or pictures, and
+    runs of clips whose visual tags show what the question names ("seen: cat", from its first sighting).
 
     `onset` says when a clip's matching on-screen text first shows (`qa.onset.OnsetFinder` refines it by
     decoding frames; the default reads the OCR'd frames only).
@@ -235,6 +276,7 @@ def find_moments(
                 candidates.append(Moment(start, c.end, float(clip_score[i]), f"on screen: {quote(line)}", first.index))
             elif video is not None:
                 candidates.append(Moment(c.start, c.end, float(clip_score[i]), "matching picture", c.index))
+        candidates += seen_moments(memory, question, scores.parts.get("seen"))
     chosen: list[Moment] = []
     for m in sorted(candidates, key=lambda m: -m.score):
         if m.score <= 0 or (chosen and m.score < MOMENT_MIN_SHARE * chosen[0].score):
@@ -245,3 +287,24 @@ def find_moments(
         if len(chosen) == limit:
             break
     return chosen
+
+
+def seen_moments(memory: VideoMemory, question: str, seen: np.ndarray | None) -> list[Moment]:
+    """One moment per run of consecutive clips whose tags show what the question names, from its first sighting,
+    in time order. Runs that show as much score alike, so the earliest sighting is the first moment."""
+    if seen is None:
+        return []
+    out: list[Moment] = []
+    i, n = 0, len(memory.clips)
+    while i < n:
+        if seen[i] <= 0:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and seen[j + 1] > 0:
+            j += 1
+        start, label = first_sighting(memory.clips[i], question)
+        share = float(seen[i : j + 1].max())
+        out.append(Moment(start, memory.clips[j].end, SEEN_WEIGHT * share, f"seen: {label}", memory.clips[i].index))
+        i = j + 1
+    return out

@@ -35,6 +35,7 @@ class RetrievalSettings:
 
     use_speech: bool = True  # put subtitles in the prompt
     use_ocr: bool = True  # on-screen text in the prompt and in search
+    use_tags: bool = True  # visual tags (objects, scene labels) in the prompt and in search
     top_k: int = 4  # best-ranked clips per question
     overview_clips: int = 3  # evenly spread clips for whole-video questions
     dense_frames: int | None = None  # frames re-sampled around an asked moment (None: the encoder's clip length)
