@@ -91,7 +91,8 @@ class Runtime:
 
                 encoder = build_chat_encoder(profile.vision, device)
                 if profile.vision.compile and device == "cuda":
-                    encoder.vision_encoder.compile_blocks()  # fused element-wise work; same numerics
+                    # fused element-wise work, same numerics; one static batch shape, compiled now (not mid-upload)
+                    encoder.compile_for_inference()
                 return encoder
 
             steps.append(("encoder", load_encoder))
