@@ -64,8 +64,9 @@ def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
 
 
 def ingest_command(args: argparse.Namespace) -> int:
-    """Probe + clip plan (fast, no models); with --full also transcribe, encode and cache the memory."""
-    from model.media import plan_clips, probe
+    """Probe + clip plan + what a damaged file lost (fast, no models: the audio is decoded once to find damaged
+    stretches); with --full also transcribe, encode and cache the memory."""
+    from model.media import damage_note, decode_audio, merge_lost, plan_clips, probe, probe_damage
     from model.profiles import get_profile
 
     path = _check_file(args.video)
@@ -82,6 +83,10 @@ def ingest_command(args: argparse.Namespace) -> int:
         "sampling": {"fps": fps, "frames_per_clip": per_clip, "max_frames": profile.sampling.max_frames},
         "clips": [p.to_dict() for p in plans],
     }
+    track = decode_audio(path) if info.has_audio else None
+    damage = merge_lost(probe_damage(path) + (track.lost if track is not None else []))
+    out["damage"] = [s.to_dict(digits=3) for s in damage]
+    out["damage_note"] = damage_note(damage, info.duration)
     if args.full:
         bar = StageBar()
         runtime = load_runtime(args, bar)
@@ -108,6 +113,9 @@ def ingest_command(args: argparse.Namespace) -> int:
         if "memory" in out:
             m = out["memory"]
             print(f"memory {m['key']} ({'cached' if m['from_cache'] else 'built'}): {len(m['transcript'])} lines")
+        note = out["memory"].get("damage_note") if "memory" in out else out["damage_note"]
+        if note:
+            print(f"note: {note}")
     return 0
 
 
@@ -154,7 +162,8 @@ def ask_command(args: argparse.Namespace) -> int:
             "citations": result["citations"],
             "evidence": result["evidence"],
             "moments": result["moments"],
-            "notes": result["notes"],
+            "notes": result["notes"] + ([memory.damage_note] if memory.damage_note else []),
+            "damage": [s.to_dict(digits=3) for s in memory.damage],
             "timings": {"load_s": round(load_s, 3), "ingest_s": round(ingest_s, 3), **result["timings"]},
             "video": {"path": str(path), "duration": memory.duration, "from_cache": memory.from_cache},
             "profile": runtime.profile.name,
@@ -164,4 +173,6 @@ def ask_command(args: argparse.Namespace) -> int:
         if answer.evidence:
             spans = ", ".join(f"{e.start:.0f}-{e.end:.0f}s" for e in answer.evidence)
             print(f"evidence: {spans}", file=sys.stderr)
+        if memory.damage_note:
+            print(f"note: {memory.damage_note}", file=sys.stderr)
     return 0
