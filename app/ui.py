@@ -81,9 +81,7 @@ def _status_line(state: SessionState) -> str:
     parts = [f"**{html.escape(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
     if state.stage_seconds:
         parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
-    line = " — ".join(parts)
-    note = getattr(state.memory, "damage_note", "")  # a damaged file: what was lost, where
-    return f"{line}\n\n⚠️ {html.escape(note)}" if note else line
+    return " — ".join(parts)
 
 
 class _StageTimer:

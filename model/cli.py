@@ -63,6 +63,22 @@ def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     return runtime
 
 
+def stream_config(args: argparse.Namespace) -> Any:
+    """The chunking `--chunk-seconds` / `--first-chunk-seconds` ask for (None: the default chunks)."""
+    from dataclasses import replace
+
+    from model.memory.stream import StreamConfig
+
+    chunk = getattr(args, "chunk_seconds", None)
+    first = getattr(args, "first_chunk_seconds", None)
+    if chunk is None and first is None:
+        return None
+    if (chunk is not None and chunk <= 0) or (first is not None and first <= 0):
+        raise VideoChatError("--chunk-seconds and --first-chunk-seconds must be positive")
+    config = StreamConfig()
+    return replace(config, chunk_s=chunk or config.chunk_s, first_chunk_s=first or chunk or config.first_chunk_s)
+
+
 def ingest_command(args: argparse.Namespace) -> int:
     """Probe + clip plan + what a damaged file lost (fast, no models: the audio is decoded once to find damaged
     stretches); with --full also transcribe, encode and cache the memory."""
@@ -91,10 +107,13 @@ def ingest_command(args: argparse.Namespace) -> int:
         bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
-            assistant = runtime.assistant(cache_dir=args.cache_dir)
+            assistant = runtime.assistant(cache_dir=args.cache_dir, stream=stream_config(args))
             memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
             bar.close()
             out["memory"] = memory.summary()
+            job = assistant.streams.job(memory.key)
+            if job is not None:
+                out["chunks"] = {"count": len(job.spans), "built": job.built, "reused": job.reused}
         finally:
             asyncio.run(runtime.close())
     if args.json:

@@ -101,10 +101,22 @@ class VideoMemory:
     timings: dict[str, float] = field(default_factory=dict)
     damage: list[LostStretch] = field(default_factory=list)  # stretches of a damaged file that did not decode
     from_cache: bool = False
+    # Streaming ingest: the memory holds the video up to this time (seconds); None when it holds all of it.
+    ingested_until: float | None = None
+    chapters: Any = None  # model.qa.chapters.Chapters, once built for a complete memory
 
     @property
     def duration(self) -> float:
         return float(self.info.duration)
+
+    @property
+    def complete(self) -> bool:
+        return self.ingested_until is None
+
+    @property
+    def seen_until(self) -> float:
+        """How far the memory has seen the video (its duration when complete)."""
+        return self.duration if self.ingested_until is None else float(self.ingested_until)
 
     @property
     def damage_note(self) -> str:
@@ -159,6 +171,7 @@ class VideoMemory:
                 }
                 for c in self.clips
             ],
+            "ingested_until": self.ingested_until,
             "damage": [d.to_dict(digits=3) for d in self.damage],
             "damage_note": self.damage_note,
             "retrieval_index": self.retrieval_embeddings is not None,
