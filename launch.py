@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -70,9 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--full", action="store_true", help="also transcribe and build the memory")
     ingest.add_argument("--fps", type=float, default=None)
     ingest.add_argument("--frames-per-clip", type=int, default=None)
-    ingest.add_argument("--chunk-seconds", type=float, default=None, help="video seconds per ingest chunk (120)")
-    ingest.add_argument("--first-chunk-seconds", type=float, default=None, help="the first, short chunk (30)")
-    ingest.add_argument("--no-chapters", action="store_true", help="do not write chapters and a summary")
 
     convert = sub.add_parser("convert", help="convert InternVideo2-Chat-8B into a vLLM folder + vision folder")
     convert.add_argument("--from", dest="source", required=True, help="hub id or local folder")
@@ -108,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     except VideoChatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP once models load (model.llm.lifecycle)
+        lifecycle = sys.modules.get("model.llm.lifecycle")
+        code = lifecycle.exit_code(err) if lifecycle is not None else 130
+        print(f"stopped by {signal.Signals(code - 128).name}", file=sys.stderr)
+        return code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sys
 
 from app.config import AppSettings, parse_auth, settings_from_args
 from app.ui import build_app, launch_options
+from model.errors import ConfigError
 
 __all__ = ["build_app", "launch_options", "serve"]
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 def serve(args: argparse.Namespace) -> int:
     """Start the web app with `launch.py serve` flags; returns the exit code."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from model.memory.cli import StageBar, load_runtime
+    from model.cli import StageBar, close_runtime, load_runtime
+    from model.llm.lifecycle import termination_signal
 
     settings: AppSettings = settings_from_args(args)
     auth = parse_auth(getattr(args, "auth", None))
@@ -31,14 +33,22 @@ def serve(args: argparse.Namespace) -> int:
         )
     runtime = load_runtime(args, StageBar())  # the profile's models, once, for every session
     print(f"loaded {runtime.describe()} in {sum(runtime.load_seconds.values()):.1f} s", file=sys.stderr)
-
-    demo = build_app(runtime, settings)
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=share,
-        auth=auth,
-        auth_message="VideoChat Studio: sign in" if auth else None,
-        **launch_options(settings),
-    )
-    return 0
+    try:
+        demo = build_app(runtime, settings)
+        try:
+            # Blocks until Ctrl-C or SIGTERM (both reach Gradio as KeyboardInterrupt: it closes its server).
+            demo.launch(
+                server_name=args.host,
+                server_port=args.port,
+                share=share,
+                auth=auth,
+                auth_message="VideoChat Studio: sign in" if auth else None,
+                **launch_options(settings),
+            )
+        except OSError as err:  # the port is taken, the host is not this machine's...
+            raise ConfigError(f"Cannot serve on {args.host}:{args.port}: {err}") from err
+    finally:
+        log.info("stopping the LLM engine")
+        close_runtime(runtime)
+    sig = termination_signal()
+    return 128 + sig if sig else 0

@@ -54,35 +54,26 @@ def _check_file(path: str) -> Path:
 
 
 def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
+    """The profile's models; from here on SIGTERM/SIGHUP unwind like Ctrl-C so `close_runtime` runs."""
+    from model.llm.lifecycle import interrupt_on_termination
     from model.profiles import get_profile
     from model.runtime import Runtime
 
+    interrupt_on_termination()
     profile = get_profile(getattr(args, "profile", "auto"))
     runtime = Runtime.load(profile, llm_url=getattr(args, "llm_url", None), progress=bar)
     bar.close()
     return runtime
 
 
-def stream_config(args: argparse.Namespace) -> Any:
-    """The chunking `--chunk-seconds` / `--first-chunk-seconds` ask for (None: the default chunks)."""
-    from dataclasses import replace
-
-    from model.memory.stream import StreamConfig
-
-    chunk = getattr(args, "chunk_seconds", None)
-    first = getattr(args, "first_chunk_seconds", None)
-    if chunk is None and first is None:
-        return None
-    if (chunk is not None and chunk <= 0) or (first is not None and first <= 0):
-        raise VideoChatError("--chunk-seconds and --first-chunk-seconds must be positive")
-    config = StreamConfig()
-    return replace(config, chunk_s=chunk or config.chunk_s, first_chunk_s=first or chunk or config.first_chunk_s)
+def close_runtime(runtime: Any) -> None:
+    """Stop the LLM engine and its processes (idempotent: engines ignore a second close)."""
+    asyncio.run(runtime.close())
 
 
 def ingest_command(args: argparse.Namespace) -> int:
-    """Probe + clip plan + what a damaged file lost (fast, no models: the audio is decoded once to find damaged
-    stretches); with --full also transcribe, encode and cache the memory."""
-    from model.media import damage_note, decode_audio, merge_lost, plan_clips, probe, probe_damage
+    """Probe + clip plan (fast, no models); with --full also transcribe, encode and cache the memory."""
+    from model.media import plan_clips, probe
     from model.profiles import get_profile
 
     path = _check_file(args.video)
@@ -99,23 +90,16 @@ def ingest_command(args: argparse.Namespace) -> int:
         "sampling": {"fps": fps, "frames_per_clip": per_clip, "max_frames": profile.sampling.max_frames},
         "clips": [p.to_dict() for p in plans],
     }
-    track = decode_audio(path) if info.has_audio else None
-    damage = merge_lost(probe_damage(path) + (track.lost if track is not None else []))
-    out["damage"] = [s.to_dict(digits=3) for s in damage]
-    out["damage_note"] = damage_note(damage, info.duration)
     if args.full:
         bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
-            assistant = runtime.assistant(cache_dir=args.cache_dir, stream=stream_config(args))
+            assistant = runtime.assistant(cache_dir=args.cache_dir)
             memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
             bar.close()
             out["memory"] = memory.summary()
-            job = assistant.streams.job(memory.key)
-            if job is not None:
-                out["chunks"] = {"count": len(job.spans), "built": job.built, "reused": job.reused}
         finally:
-            asyncio.run(runtime.close())
+            close_runtime(runtime)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -132,9 +116,6 @@ def ingest_command(args: argparse.Namespace) -> int:
         if "memory" in out:
             m = out["memory"]
             print(f"memory {m['key']} ({'cached' if m['from_cache'] else 'built'}): {len(m['transcript'])} lines")
-        note = out["memory"].get("damage_note") if "memory" in out else out["damage_note"]
-        if note:
-            print(f"note: {note}")
     return 0
 
 
@@ -150,29 +131,32 @@ def ask_command(args: argparse.Namespace) -> int:
     runtime = load_runtime(args, bar)
     load_s = time.perf_counter() - t0
 
-    async def run() -> Any:
+    async def run(assistant: Any, memory: Any, settings: Any) -> Any:
         try:
-            assistant = runtime.assistant(cache_dir=args.cache_dir)
-            t = time.perf_counter()
-            memory = await asyncio.to_thread(assistant.ingest, path, bar)
-            bar.close()
-            ingest_s = time.perf_counter() - t
-            settings = ChatSettings.from_values(max_tokens=args.max_tokens, temperature=args.temperature)
             if args.json:
-                answer = await assistant.answer(memory, args.question, settings=settings)
-            else:  # stream the text as it comes
-                answer = None
-                async for event in assistant.ask(memory, args.question, settings=settings):
-                    if isinstance(event, AnswerDelta):
-                        print(event.text, end="", flush=True)
-                    elif isinstance(event, AnswerDone):
-                        answer = event.answer
-                print()
-            return answer, memory, ingest_s
+                return await assistant.answer(memory, args.question, settings=settings)
+            answer = None  # stream the text as it comes
+            async for event in assistant.ask(memory, args.question, settings=settings):
+                if isinstance(event, AnswerDelta):
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, AnswerDone):
+                    answer = event.answer
+            print()
+            return answer
         finally:
-            await runtime.close()
+            await runtime.close()  # in the loop the engine streamed in
 
-    answer, memory, ingest_s = asyncio.run(run())
+    try:
+        assistant = runtime.assistant(cache_dir=args.cache_dir)
+        t = time.perf_counter()
+        # In the main thread: Ctrl-C or SIGTERM stops a long ingest at once (a worker thread would finish it first).
+        memory = assistant.ingest(path, bar)
+        bar.close()
+        ingest_s = time.perf_counter() - t
+        settings = ChatSettings.from_values(max_tokens=args.max_tokens, temperature=args.temperature)
+        answer = asyncio.run(run(assistant, memory, settings))
+    finally:
+        close_runtime(runtime)  # after an error or an interrupt before the answer (else a no-op)
     if args.json:
         result = answer.to_dict()
         out = {
@@ -181,8 +165,7 @@ def ask_command(args: argparse.Namespace) -> int:
             "citations": result["citations"],
             "evidence": result["evidence"],
             "moments": result["moments"],
-            "notes": result["notes"] + ([memory.damage_note] if memory.damage_note else []),
-            "damage": [s.to_dict(digits=3) for s in memory.damage],
+            "notes": result["notes"],
             "timings": {"load_s": round(load_s, 3), "ingest_s": round(ingest_s, 3), **result["timings"]},
             "video": {"path": str(path), "duration": memory.duration, "from_cache": memory.from_cache},
             "profile": runtime.profile.name,
@@ -192,6 +175,4 @@ def ask_command(args: argparse.Namespace) -> int:
         if answer.evidence:
             spans = ", ".join(f"{e.start:.0f}-{e.end:.0f}s" for e in answer.evidence)
             print(f"evidence: {spans}", file=sys.stderr)
-        if memory.damage_note:
-            print(f"note: {memory.damage_note}", file=sys.stderr)
     return 0

@@ -17,6 +17,7 @@ import torch
 
 from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
+from model.llm.lifecycle import guard_children
 from model.llm.quantization import resolve_vllm_quantization
 from model.sources import resolve_dtype
 
@@ -50,6 +51,8 @@ class VLLMEngine(Engine):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+
+        guard_children()  # the engine's processes die with this one (SIGTERM, kill -9, a start-up error)
 
         args: dict[str, Any] = {
             "model": str(self.model_dir),
