@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--full", action="store_true", help="also transcribe and build the memory")
     ingest.add_argument("--fps", type=float, default=None)
     ingest.add_argument("--frames-per-clip", type=int, default=None)
+    ingest.add_argument("--chunk-seconds", type=float, default=None, help="video seconds per ingest chunk (120)")
+    ingest.add_argument("--first-chunk-seconds", type=float, default=None, help="the first, short chunk (30)")
+    ingest.add_argument("--no-chapters", action="store_true", help="do not write chapters and a summary")
 
     convert = sub.add_parser("convert", help="convert InternVideo2-Chat-8B into a vLLM folder + vision folder")
     convert.add_argument("--from", dest="source", required=True, help="hub id or local folder")

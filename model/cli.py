@@ -71,9 +71,26 @@ def close_runtime(runtime: Any) -> None:
     asyncio.run(runtime.close())
 
 
+def stream_config(args: argparse.Namespace) -> Any:
+    """The chunking `--chunk-seconds` / `--first-chunk-seconds` ask for (None: the default chunks)."""
+    from dataclasses import replace
+
+    from model.memory.stream import StreamConfig
+
+    chunk = getattr(args, "chunk_seconds", None)
+    first = getattr(args, "first_chunk_seconds", None)
+    if chunk is None and first is None:
+        return None
+    if (chunk is not None and chunk <= 0) or (first is not None and first <= 0):
+        raise VideoChatError("--chunk-seconds and --first-chunk-seconds must be positive")
+    config = StreamConfig()
+    return replace(config, chunk_s=chunk or config.chunk_s, first_chunk_s=first or chunk or config.first_chunk_s)
+
+
 def ingest_command(args: argparse.Namespace) -> int:
-    """Probe + clip plan (fast, no models); with --full also transcribe, encode and cache the memory."""
-    from model.media import plan_clips, probe
+    """Probe + clip plan + what a damaged file lost (fast, no models: the audio is decoded once to find damaged
+    stretches); with --full also transcribe, encode and cache the memory."""
+    from model.media import damage_note, decode_audio, merge_lost, plan_clips, probe, probe_damage
     from model.profiles import get_profile
 
     path = _check_file(args.video)
@@ -90,14 +107,21 @@ def ingest_command(args: argparse.Namespace) -> int:
         "sampling": {"fps": fps, "frames_per_clip": per_clip, "max_frames": profile.sampling.max_frames},
         "clips": [p.to_dict() for p in plans],
     }
+    track = decode_audio(path) if info.has_audio else None
+    damage = merge_lost(probe_damage(path) + (track.lost if track is not None else []))
+    out["damage"] = [s.to_dict(digits=3) for s in damage]
+    out["damage_note"] = damage_note(damage, info.duration)
     if args.full:
         bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
-            assistant = runtime.assistant(cache_dir=args.cache_dir)
+            assistant = runtime.assistant(cache_dir=args.cache_dir, stream=stream_config(args))
             memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
             bar.close()
             out["memory"] = memory.summary()
+            job = assistant.streams.job(memory.key)
+            if job is not None:
+                out["chunks"] = {"count": len(job.spans), "built": job.built, "reused": job.reused}
         finally:
             close_runtime(runtime)
     if args.json:
@@ -116,6 +140,9 @@ def ingest_command(args: argparse.Namespace) -> int:
         if "memory" in out:
             m = out["memory"]
             print(f"memory {m['key']} ({'cached' if m['from_cache'] else 'built'}): {len(m['transcript'])} lines")
+        note = out["memory"].get("damage_note") if "memory" in out else out["damage_note"]
+        if note:
+            print(f"note: {note}")
     return 0
 
 
@@ -165,7 +192,8 @@ def ask_command(args: argparse.Namespace) -> int:
             "citations": result["citations"],
             "evidence": result["evidence"],
             "moments": result["moments"],
-            "notes": result["notes"],
+            "notes": result["notes"] + ([memory.damage_note] if memory.damage_note else []),
+            "damage": [s.to_dict(digits=3) for s in memory.damage],
             "timings": {"load_s": round(load_s, 3), "ingest_s": round(ingest_s, 3), **result["timings"]},
             "video": {"path": str(path), "duration": memory.duration, "from_cache": memory.from_cache},
             "profile": runtime.profile.name,
@@ -175,4 +203,6 @@ def ask_command(args: argparse.Namespace) -> int:
         if answer.evidence:
             spans = ", ".join(f"{e.start:.0f}-{e.end:.0f}s" for e in answer.evidence)
             print(f"evidence: {spans}", file=sys.stderr)
+        if memory.damage_note:
+            print(f"note: {memory.damage_note}", file=sys.stderr)
     return 0

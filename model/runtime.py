@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from model.internvideo2 import InternVideo2ChatEncoder, InternVideo2Retrieval
     from model.llm import Engine, PromptBuilder
     from model.memory import MemoryCache
+    from model.memory.stream import StreamConfig
     from model.profiles import LLMSpec, VisionSpec
     from model.qa import Assistant
     from model.speech import Transcriber
@@ -91,7 +92,8 @@ class Runtime:
 
                 encoder = build_chat_encoder(profile.vision, device)
                 if profile.vision.compile and device == "cuda":
-                    encoder.vision_encoder.compile_blocks()  # fused element-wise work; same numerics
+                    # fused element-wise work, same numerics; one static batch shape, compiled now (not mid-upload)
+                    encoder.compile_for_inference()
                 return encoder
 
             steps.append(("encoder", load_encoder))
@@ -194,8 +196,11 @@ class Runtime:
 
         return self.tagger.identity() if self.tagger is not None else TaggerConfig().identity()
 
-    def assistant(self, cache: MemoryCache | None = None, cache_dir: str | Path | None = None) -> Assistant:
-        """The question pipeline over these models (one per process; sessions share it)."""
+    def assistant(
+        self, cache: MemoryCache | None = None, cache_dir: str | Path | None = None, stream: StreamConfig | None = None
+    ) -> Assistant:
+        """The question pipeline over these models (one per process; sessions share it); `stream`: how ingest
+        chunks a video (default: `StreamConfig()`)."""
         from model.memory import IngestConfig
         from model.qa import AnswerConfig, Assistant, QAModels
 
@@ -215,6 +220,7 @@ class Runtime:
             max_new_tokens=p.max_new_tokens,
             temperature=p.temperature,
             ingest=IngestConfig(profile=p.name, sampling=p.sampling, model_ids=self.model_ids()),
+            **({} if stream is None else {"stream": stream}),
         )
         return Assistant(models, config, cache=cache, cache_dir=cache_dir)
 

@@ -9,7 +9,11 @@ WITH_TEST=0
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+HAS_GPU=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then HAS_GPU=1; fi
 APT_PKGS="ffmpeg espeak-ng sox fonts-dejavu-core"
+# GPU: torch.compile (the GPU profile's encoder) and Triton build their kernels with a C compiler and Python's headers
+[ "$HAS_GPU" = 1 ] && APT_PKGS="$APT_PKGS build-essential python3-dev"
 [ "$WITH_TEST" = 1 ] && APT_PKGS="$APT_PKGS chromium"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -24,7 +28,7 @@ PY=${PYTHON:-python3}
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip wheel
 
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+if [ "$HAS_GPU" = 1 ]; then
   echo "== GPU found: installing requirements-gpu.txt"
   $PIP install -q -r requirements-gpu.txt -r requirements.txt
 else

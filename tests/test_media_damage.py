@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -332,3 +333,89 @@ def test_lost_stretch_merge_and_note():
     )
     assert damage_note([], 10.0) == ""
     assert "1:00:00" in damage_note([LostStretch("video", 3600.0, 3700.0, CUT_SHORT)], duration=4000.0)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+@pytest.fixture(scope="module")
+def ingestor(tmp_path_factory: pytest.TempPathFactory):
+    """The ingest loop with real Whisper tiny.en (packaged) and nothing else: speech, clips, damage."""
+    from model.memory import IngestConfig, IngestModels, Ingestor, MemoryCache
+    from model.profiles import SpeechSpec
+    from model.speech import build_transcriber
+
+    models = IngestModels(transcriber=build_transcriber(SpeechSpec(model="packaged:tiny.en"), "cpu"))
+    return Ingestor(models, IngestConfig(profile="damage-test"), MemoryCache(tmp_path_factory.mktemp("memcache")))
+
+
+@pytest.mark.parametrize(
+    "case", ["mkv-audio-cut", "avi_ac3-last-audio-frame", "avi_mp3-audio-overwritten", "mkv-cut-short"]
+)
+def test_memory_records_what_was_lost_and_speech_keeps_its_time(case, damaged, ingestor):
+    path = damaged(case)
+    _, _, lost = CASES[case]
+    memory = ingestor.memory_for(path)
+    assert memory.damage, "a damaged file's memory says what was lost"
+    audio = [s for s in memory.damage if s.kind == "audio"]
+    if lost.get("cut"):
+        assert {s.kind for s in memory.damage if s.note == CUT_SHORT} == {"audio", "video"}
+        assert memory.clips[-1].end <= memory.duration + 1e-6 < 0.8 * DAMAGE_DURATION
+    else:
+        assert any(_near(s, *lost["audio"]) for s in audio), memory.damage
+        # the sentence after the damage is heard where it is said
+        (thanks,) = [s for s in memory.transcript.segments if "thank" in s.text.lower()]
+        assert thanks.start == pytest.approx(12.0, abs=1.0), memory.transcript.segments
+    if lost.get("hole"):
+        assert any(s.kind == "video" and _near(s, T0, T1, slack=2.0) for s in memory.damage)
+    table = media.frame_table(path)
+    for clip in memory.clips:  # clip records carry the times of frames that exist
+        assert all(np.isclose(table.times, t, atol=1e-6).any() for t in clip.frame_times)
+    summary = json.loads(json.dumps(memory.summary()))
+    assert summary["damage"] == [s.to_dict(digits=3) for s in memory.damage]
+    assert summary["damage_note"] == memory.damage_note and memory.damage_note.startswith("This file is damaged")
+    reopened = ingestor.memory_for(path)
+    assert reopened.from_cache and reopened.damage == memory.damage  # kept with the memory, exactly
+
+
+def test_intact_memory_has_no_damage_and_old_cache_entries_read(damage_sources, ingestor, tmp_path):
+    from model.memory import MemoryCache
+    from model.memory.cache import META, _file_checksum
+
+    memory = ingestor.memory_for(damage_sources["mp4"].path)
+    assert memory.damage == [] and memory.damage_note == "" and memory.summary()["damage"] == []
+    # An entry written before damage was recorded has no "damage" in its meta: it reads as undamaged.
+    cache = MemoryCache(tmp_path / "old")
+    entry = cache.put(memory)
+    meta = json.loads((entry / META).read_text())
+    del meta["damage"]
+    (entry / META).write_text(json.dumps(meta))
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["files"][META] = {"size": (entry / META).stat().st_size, "blake2b": _file_checksum(entry / META)}
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    old = cache.get(memory.key)
+    assert old is not None and old.damage == [] and len(old.clips) == len(memory.clips)
+
+
+def test_ingest_refuses_only_what_nothing_decodes(undecodable_mp4, ingestor):
+    with pytest.raises(media.CorruptVideoError, match="no frame of its video could be decoded"):
+        ingestor.memory_for(undecodable_mp4)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_ingest_shows_the_damage(damaged, undecodable_mp4):
+    path = damaged("avi_ac3-last-audio-frame")
+    out = _cli("ingest", str(path), "--json", "--profile", "lite")
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)  # JSON alone on stdout
+    (s,) = data["damage"]
+    assert s["kind"] == "audio" and s["end"] == pytest.approx(DAMAGE_DURATION, abs=0.05)
+    assert "audio at 00:15" in data["damage_note"]
+    text = _cli("ingest", str(damaged("mkv-cut-short")), "--profile", "lite")
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "note: This file is damaged" in text.stdout and "the file is cut short" in text.stdout
+    bad = _cli("ingest", str(undecodable_mp4), "--json")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("error:") and "no frame of its video" in bad.stderr and "Traceback" not in bad.stderr

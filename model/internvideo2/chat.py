@@ -59,6 +59,7 @@ class InternVideo2ChatEncoder(nn.Module):
         self.bridge_cfg = bridge_cfg
         self.frames_per_clip = frames_per_clip
         self.batch_size = 8  # clips per forward; bounds activation memory for long videos
+        self.pad_batches = False  # pad every chunk to `batch_size` (set by `compile_for_inference`)
         # the chat model uses the output of block depth-2 (penultimate of the full ViT): build only those blocks
         self.vision_encoder = VisionTransformer(vit_cfg, num_blocks=vit_cfg.depth - 1)
         self.bridge = QFormerBridge(bridge_cfg)
@@ -86,6 +87,23 @@ class InternVideo2ChatEncoder(nn.Module):
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         return preprocess_frames(frames, self.vit_cfg.img_size, self.device)
 
+    def compile_for_inference(self, batch_size: int | None = None, warmup: bool = True) -> None:
+        """torch.compile the ViT blocks for one static shape, `batch_size` clips of `frames_per_clip` frames.
+
+        `encode` then pads every smaller chunk (a video's last batch, a one-clip re-sample) to that size, so no new
+        shape reaches the compiled blocks and nothing recompiles in the middle of an upload (each clip is computed
+        on its own: padding rows change no other row). `warmup` runs one batch now, so the compile is paid at load.
+        """
+        if batch_size is not None:
+            self.batch_size = max(1, int(batch_size))
+        self.vision_encoder.compile_blocks(dynamic=False)
+        self.pad_batches = True
+        if warmup:
+            size = self.vit_cfg.img_size
+            pixels = torch.zeros(self.batch_size, self.frames_per_clip, 3, size, size, device=self.device)
+            with torch.inference_mode():
+                self(pixels)
+
     @torch.inference_mode()
     def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 `[B, T, H, W, 3]` (or normalised float `[B, T, 3, 224, 224]`) -> float32 CPU `[B, 96, llm_hidden]`."""
@@ -103,5 +121,8 @@ class InternVideo2ChatEncoder(nn.Module):
                 if pixels is not None
                 else self.preprocess(frames[i : i + self.batch_size])
             )
-            outs.append(self(chunk).float().cpu())
+            rows = chunk.shape[0]
+            if self.pad_batches and rows < self.batch_size:  # the compiled shape: repeat the last clip
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch_size - rows, *chunk.shape[1:])])
+            outs.append(self(chunk)[:rows].float().cpu())
         return torch.cat(outs, dim=0)

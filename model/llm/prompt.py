@@ -52,6 +52,7 @@ class VideoSegment:
     frame_times: list[float] = field(default_factory=list)
     embeddings: torch.Tensor | None = None  # [n, hidden]
     text: str = ""
+    video: str = ""  # the video's name, in a prompt about several videos ("Clip 2 [a.mp4 00:08-00:16]: ")
 
 
 @dataclass
@@ -265,7 +266,7 @@ class PromptBuilder:
         for i, seg in enumerate(inputs.segments):
             if i:
                 text(t.clip_separator)
-            if many or seg.embeddings is None:
+            if many or seg.embeddings is None or seg.video:
                 text(self._clip_intro(seg, i + 1, inputs.duration))
             if seg.embeddings is not None:
                 text(t.video_open)
@@ -282,8 +283,9 @@ class PromptBuilder:
         text(t.context_close)
 
     def _clip_intro(self, seg: VideoSegment, index: int, duration: float) -> str:
+        start = format_time(seg.start, duration)
         return self.template.clip_intro.format(
-            index=index, start=format_time(seg.start, duration), end=format_time(seg.end, duration)
+            index=index, start=f"{seg.video} {start}" if seg.video else start, end=format_time(seg.end, duration)
         )
 
     def _frame_times(self, seg: VideoSegment) -> str:

@@ -43,8 +43,11 @@ class LostStretch:
     def length(self) -> float:
         return self.end - self.start
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "start": round(self.start, 3), "end": round(self.end, 3)}
+    def to_dict(self, digits: int | None = None) -> dict[str, Any]:
+        """JSON-safe; `digits` rounds the times (for people: the cache keeps them exact)."""
+        if digits is None:
+            return asdict(self)
+        return {**asdict(self), "start": round(self.start, digits), "end": round(self.end, digits)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LostStretch:

@@ -107,7 +107,7 @@ class MemoryCache:
         return manifest
 
     def _load(self, d: Path, key: str) -> VideoMemory:
-        from model.media import VideoInfo
+        from model.media import LostStretch, VideoInfo
 
         self._verify(d)
         meta = json.loads((d / META).read_text())
@@ -155,6 +155,7 @@ class MemoryCache:
             segment_embeddings=arr("segment_embeddings"),
             thumbnails=thumbs,
             timings=meta.get("timings", {}),
+            damage=[LostStretch.from_dict(d) for d in meta.get("damage", [])],  # entries before damage: none
             from_cache=True,
         )
 
@@ -205,6 +206,7 @@ class MemoryCache:
             "sampling": memory.sampling,
             "thumb_offsets": offsets,
             "timings": memory.timings,
+            "damage": [d.to_dict() for d in memory.damage],
         }
         (d / META).write_text(json.dumps(meta))
         files = {}

@@ -18,7 +18,18 @@ import numpy as np
 import torch
 
 from model.errors import VideoChatError
-from model.media import ClipPlan, VideoInfo, load_audio, plan_clips, probe, sample_indices, segment_indices
+from model.media import (
+    ClipPlan,
+    LostStretch,
+    VideoInfo,
+    decode_audio,
+    merge_lost,
+    plan_clips,
+    probe,
+    probe_damage,
+    sample_indices,
+    segment_indices,
+)
 from model.memory.cache import MemoryCache
 from model.memory.gate import FrameGate
 from model.memory.keys import content_hash, memory_key
@@ -61,6 +72,7 @@ class IngestedBatch:
     clips: list[ClipRecord] = field(default_factory=list)
     thumbnails: list[bytes] = field(default_factory=list)  # one JPEG per clip
     retrieval: torch.Tensor | None = None  # [B, 512] float32 (stage-2 model), None without one
+    damage: list[LostStretch] = field(default_factory=list)  # broken frames the decoder met (damaged files)
 
 
 def pick_frames(clip_images: np.ndarray, n: int) -> np.ndarray:
@@ -212,11 +224,14 @@ class Ingestor:
         # Speech first: it is the longest single step on CPU and independent of frames.
         t = time.perf_counter()
         transcript = Transcript(segments=[], language=None, duration=0.0)
+        damage = probe_damage(path)  # what the container shows lost; decoding adds what it meets
         if m.transcriber is not None and info.has_audio:
             report("transcribing", 0.0)
-            audio = load_audio(path)
-            if audio is not None:
-                transcript = m.transcriber.transcribe(audio, progress=report)
+            track = decode_audio(path)  # damaged stretches are silence of their length: later speech keeps its time
+            if track is not None:
+                damage += track.lost
+                if track.decoded:
+                    transcript = m.transcriber.transcribe(track.samples, progress=report)
         report("transcribing", 1.0)
         timings["transcribe_s"] = time.perf_counter() - t
 
@@ -236,6 +251,7 @@ class Ingestor:
             thumbs += part.thumbnails
             if part.retrieval is not None:
                 retrieval.append(part.retrieval)
+            damage += part.damage
         report("encoding", 1.0)
 
         report("indexing", 0.0)
@@ -254,6 +270,7 @@ class Ingestor:
             segment_embeddings=seg_emb,
             thumbnails=thumbs,
             timings=timings,
+            damage=merge_lost(damage),
         )
 
     def ingest_batch(
@@ -280,8 +297,11 @@ class Ingestor:
         t = time.perf_counter()
         wanted = sorted({i for p in group for i in p.frame_indices})
         frames = sample_indices(str(path), wanted, short_side=sampling.short_side)  # decode once per batch
-        row = {int(idx): r for r, idx in enumerate(frames.indices)}
+        asked = frames.requested if frames.requested is not None else frames.indices
+        row = {int(idx): r for r, idx in enumerate(asked)}
         clip_images = np.stack([frames.images[[row[i] for i in p.frame_indices]] for p in group])  # [B, T, H, W, 3]
+        # In a damaged file a broken frame comes back as its nearest good neighbour: records keep the real times.
+        shown = [[float(frames.times[row[i]]) for i in p.frame_indices] for p in group]
         timings["decode_s"] += time.perf_counter() - t
 
         report("encoding", fraction)
@@ -294,20 +314,20 @@ class Ingestor:
             sub = pick_frames(clip_images, m.retrieval.frames_per_clip)
             retrieval = m.retrieval.encode_video(sub).float()  # [B, 512]
             timings["retrieval_s"] += time.perf_counter() - t
-        out = IngestedBatch(retrieval=retrieval)
+        out = IngestedBatch(retrieval=retrieval, damage=list(frames.lost))
         for j, plan in enumerate(group):
             t = time.perf_counter()
-            ocr_lines, ocr_times = self._ocr_clip(clip_images[j], plan.frame_times, ocr_gate)
+            ocr_lines, ocr_times = self._ocr_clip(clip_images[j], shown[j], ocr_gate)
             timings["ocr_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            seen = self._tag_clip(clip_images[j], plan.frame_times)
+            seen = self._tag_clip(clip_images[j], shown[j])
             timings["tags_s"] += time.perf_counter() - t
             out.clips.append(
                 ClipRecord(
                     index=plan.index,
                     start=float(plan.start),
                     end=float(plan.end),
-                    frame_times=[float(x) for x in plan.frame_times],
+                    frame_times=shown[j],
                     transcript=_speech_in(transcript, plan.start, plan.end),
                     ocr=ocr_lines,
                     ocr_times=ocr_times,

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.media import LostStretch
+from model.media import damage_note as describe_damage
 from model.speech import Transcript
 
 
@@ -97,11 +99,29 @@ class VideoMemory:
     segment_embeddings: np.ndarray | None = None  # [S, d] float32, one per transcript segment
     thumbnails: list[bytes] = field(default_factory=list)  # one small JPEG per clip
     timings: dict[str, float] = field(default_factory=dict)
+    damage: list[LostStretch] = field(default_factory=list)  # stretches of a damaged file that did not decode
     from_cache: bool = False
+    # Streaming ingest: the memory holds the video up to this time (seconds); None when it holds all of it.
+    ingested_until: float | None = None
+    chapters: Any = None  # model.qa.chapters.Chapters, once built for a complete memory
 
     @property
     def duration(self) -> float:
         return float(self.info.duration)
+
+    @property
+    def complete(self) -> bool:
+        return self.ingested_until is None
+
+    @property
+    def seen_until(self) -> float:
+        """How far the memory has seen the video (its duration when complete)."""
+        return self.duration if self.ingested_until is None else float(self.ingested_until)
+
+    @property
+    def damage_note(self) -> str:
+        """What the UI and CLI tell about a damaged file ('' when nothing was lost)."""
+        return describe_damage(self.damage, self.duration)
 
     @property
     def has_video_embeddings(self) -> bool:
@@ -151,6 +171,9 @@ class VideoMemory:
                 }
                 for c in self.clips
             ],
+            "ingested_until": self.ingested_until,
+            "damage": [d.to_dict(digits=3) for d in self.damage],
+            "damage_note": self.damage_note,
             "retrieval_index": self.retrieval_embeddings is not None,
             "text_index": self.text_embeddings is not None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},

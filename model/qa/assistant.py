@@ -20,6 +20,7 @@ from model.llm import Engine, GenerationParams, PromptBuilder
 from model.memory.cache import MemoryCache
 from model.memory.ingest import IngestConfig, IngestModels, Ingestor
 from model.memory.records import VideoMemory
+from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
 from model.qa.answer import stream_answer
 from model.qa.dense import DenseSegment, dense_segment
 from model.qa.onset import OnsetFinder
@@ -47,6 +48,8 @@ class AnswerConfig:
     max_new_tokens: int = 256
     temperature: float = 0.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)  # chunked, resumable ingest
+    wait_for_ingest_s: float = 60.0  # a question about a time not ingested yet waits this long at most
 
 
 class Assistant:
@@ -68,10 +71,13 @@ class Assistant:
         self.cache = cache or MemoryCache(cache_dir)
         self.ingestor = Ingestor(models, self.config.ingest, self.cache)
         self.onset = OnsetFinder(models.ocr)
-        # Ingest is the memory layer's: the video's memory, from the cache when these models made it before.
-        self.ingest = self.ingestor.memory_for
+        # Ingest is the memory layer's: chunk by chunk, resumable, from the cache when these models made it before.
+        # `ingest` returns the complete memory; `start_ingest` returns the shared job, usable after its first chunk.
+        self.streams = StreamIngestor(self.ingestor, self.config.stream)
+        self.ingest = self.streams.memory_for
+        self.start_ingest: Callable[..., IngestJob] = self.streams.start
         self.sampling_for = self.ingestor.sampling_for
-        self.key_for = self.ingestor.key_for
+        self.key_for = self.streams.key_for
         self._aborted: set[str] = set()
         self._dense_encodes = 0
 

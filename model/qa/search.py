@@ -55,6 +55,7 @@ class Moment:
     score: float
     reason: str  # what matched: 'speech: "..."', 'on screen: ...', 'video'
     clip_index: int | None = None
+    video: str | None = None  # the video's name, when moments of several videos are listed together
 
     @property
     def text(self) -> str:  # what the UI shows beside the seek link

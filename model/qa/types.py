@@ -84,6 +84,7 @@ class Answer:
         return {
             "text": self.text,
             "citations": [asdict(c) for c in self.citations],
+    video: str | None = None  # the video's name, in an answer about several videos
             "evidence": [{k: v for k, v in asdict(e).items() if k != "thumbnail"} for e in self.evidence],
             "moments": [asdict(m) for m in self.moments],
             "notes": list(self.notes),
