@@ -146,7 +146,7 @@ def validate_prompt_embeds(
     if max_model_len is not None and embeds.shape[0] + max_tokens > max_model_len:
         raise PromptError(
             f"The prompt has {embeds.shape[0]} tokens; with {max_tokens} tokens to generate it exceeds the "
-            f"model's context window of {max_model_len} tokens. Ask about a shorter part of the video."
+            f"model's context window of {max_model_len} tokens."
         )
     return embeds.to(dtype) if dtype is not None and embeds.dtype != dtype else embeds
 
@@ -301,6 +301,10 @@ class PromptBuilder:
         """Tokens `text` takes inside a text run of the prompt (no special tokens); cached."""
         return self._text_cost(text)
 
+    def history_cost(self, question: str, answer: str) -> int:
+        """Tokens one earlier turn of the conversation adds to the prompt under this template."""
+        return self.text_cost(self.template.history_turn.format(question=question, answer=answer))
+
     def segment_cost(self, segment: VideoSegment, duration: float) -> int:
         """Tokens `segment` adds to the prompt under this template, as one clip among several: its separator and
         time-range intro, the embedding rows with the video tags and the frame-times sentence, and its text.
@@ -336,10 +340,32 @@ class PromptBuilder:
         """Rows of the LLM's own input-embedding table: `[len(ids), hidden]`."""
         return self.embed_table[torch.as_tensor(ids, dtype=torch.long)]
 
-    def build(self, inputs: PromptInputs, max_tokens: int = 0) -> torch.Tensor:
-        """The whole prompt `[seq, hidden]`, validated for the engine (width, dtype, finite, length)."""
+    def build(self, inputs: PromptInputs, max_tokens: int = 0, max_model_len: int | None = None) -> torch.Tensor:
+        """The whole prompt `[seq, hidden]`, validated for the engine (width, dtype, finite, length); `max_model_len`:
+        the engine's window when it is shorter than the model's."""
         if not inputs.question.strip():
             raise PromptError("The question is empty")
         blocks = [self.embed_ids(p) if isinstance(p, list) else p for p in self.token_layout(inputs) if len(p)]
         embeds = torch.cat(blocks, dim=0)  # [seq, hidden]
-        return validate_prompt_embeds(embeds, self.hidden_size, self.max_model_len, max_tokens, self.dtype)
+        window = min(self.max_model_len, max_model_len or self.max_model_len)
+        if embeds.shape[0] + max_tokens > window:
+            raise self._too_long(inputs, int(embeds.shape[0]), max_tokens, window)
+        return validate_prompt_embeds(embeds, self.hidden_size, window, max_tokens, self.dtype)
+
+    def _too_long(self, inputs: PromptInputs, total: int, max_tokens: int, window: int) -> PromptError:
+        """Which part of the prompt is long, and what the user can do about it."""
+        history = sum(self.history_cost(q, a) for q, a in inputs.history)
+        question = self.text_cost(inputs.question)
+        context = max(0, total - history - question)
+        parts = {"the conversation so far": history, "the question": question, "the video context": context}
+        advice = {
+            "the conversation so far": "Clear the chat to start a new conversation.",
+            "the question": "Ask a shorter question.",
+            "the video context": "Ask for a shorter answer (max new tokens), or ask about a shorter part of the video.",
+        }
+        biggest = max(parts, key=lambda k: parts[k])
+        breakdown = ", ".join(f"{k} {v}" for k, v in parts.items())
+        return PromptError(
+            f"The prompt has {total} tokens ({breakdown}); with {max_tokens} tokens to generate it exceeds the "
+            f"model's context window of {window} tokens. {advice[biggest]}"
+        )

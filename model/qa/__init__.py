@@ -6,6 +6,7 @@ from model.qa.context import ContextChoice, select_clips
 from model.qa.search import ClipScores, Moment, QuestionVectors, keyword_scores
 from model.qa.timeparse import TimeQuery, TimeWindow, parse_time_refs
 from model.qa.types import (
+    MAX_QUESTION_CHARS,
     Answer,
     AnswerDelta,
     AnswerDone,
@@ -15,9 +16,11 @@ from model.qa.types import (
     PreparedQuestion,
     QuestionError,
     RetrievalSettings,
+    check_question,
 )
 
 __all__ = [
+    "MAX_QUESTION_CHARS",
     "Answer",
     "AnswerConfig",
     "AnswerDelta",
@@ -38,6 +41,7 @@ __all__ = [
     "TimeQuery",
     "TimeWindow",
     "check_citations",
+    "check_question",
     "keyword_scores",
     "parse_time_refs",
     "select_clips",

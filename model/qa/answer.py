@@ -46,7 +46,8 @@ async def stream_answer(
     """
     t_start = time.perf_counter()
     t = time.perf_counter()
-    embeds = await asyncio.to_thread(prompt_builder.build, prepared.inputs, params.max_tokens)
+    window = int(getattr(engine, "max_model_len", 0)) or None  # the engine's window may be shorter than the model's
+    embeds = await asyncio.to_thread(prompt_builder.build, prepared.inputs, params.max_tokens, window)
     timings = dict(prepared.timings)
     timings["prompt_s"] = time.perf_counter() - t
     timings["prompt_tokens"] = float(embeds.shape[0])

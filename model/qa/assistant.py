@@ -24,12 +24,22 @@ from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
 from model.qa.answer import stream_answer
 from model.qa.dense import DenseSegment, dense_segment
 from model.qa.onset import OnsetFinder
-from model.qa.plan import plan_prompt
+from model.qa.plan import INSTRUCTIONS, plan_prompt
 from model.qa.search import ClipScores, Moment, QuestionVectors, find_moments, said_windows, score_clips
 from model.qa.timeparse import parse_time_refs
-from model.qa.types import Answer, AnswerDelta, AnswerDone, ChatSettings, PreparedQuestion, QuestionError
+from model.qa.types import (
+    MAX_QUESTION_CHARS,
+    Answer,
+    AnswerDelta,
+    AnswerDone,
+    ChatSettings,
+    PreparedQuestion,
+    QuestionError,
+    check_question,
+)
 
 Progress = Callable[[str, float], None]
+PROMPT_FRAME_TOKENS = 128  # the template's own text around context, history and question (an upper bound)
 
 
 @dataclass
@@ -45,6 +55,8 @@ class AnswerConfig:
     """The profile's answer defaults."""
 
     context_budget_tokens: int = 6000
+    history_budget_tokens: int | None = None  # the conversation so far; None: half the context budget
+    max_question_chars: int = MAX_QUESTION_CHARS
     max_new_tokens: int = 256
     temperature: float = 0.0
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -125,9 +137,8 @@ class Assistant:
         """Decide the prompt: time references, ranking, moments, dense re-sampling, then the plan in budget."""
         settings = settings or ChatSettings()
         r = settings.retrieval
-        question = (question or "").strip()
-        if not question:
-            raise QuestionError("Please type a question about the video.")
+        question = check_question(question, self.config.max_question_chars)
+        history_budget = self.history_budget(question, settings)
         timings: dict[str, float] = {}
         t = time.perf_counter()
         tq = parse_time_refs(question, memory.duration)
@@ -166,11 +177,31 @@ class Assistant:
             segment_cost=lambda seg: self.prompt_builder.segment_cost(seg, memory.duration),
             count_tokens=self.count_tokens,
             history=history or [],
+            history_budget=history_budget,
+            turn_cost=self.prompt_builder.history_cost,
         )
         timings["context_s"] = time.perf_counter() - t
         return PreparedQuestion(
             plan.inputs, tq, plan.choice, plan.evidence, moments, list(tq.notes), timings, scores, plan.focus
         )
+
+    def history_budget(self, question: str, settings: ChatSettings) -> int:
+        """Tokens the conversation so far may take: the configured share, within what the engine's window leaves
+        after the video context, the question, the instructions and the answer. A question that leaves no room
+        for the video context is refused."""
+        c = self.config
+        window = min(self.prompt_builder.max_model_len, int(getattr(self.engine, "max_model_len", 0)) or 1 << 30)
+        question_tokens = self.count_tokens(question)
+        if question_tokens > c.context_budget_tokens // 2:
+            raise QuestionError(
+                f"The question is {question_tokens} tokens long; this model takes questions of up to "
+                f"{c.context_budget_tokens // 2} tokens. Ask a shorter question."
+            )
+        reserve = self.count_tokens(INSTRUCTIONS) + PROMPT_FRAME_TOKENS
+        answer = self.generation_params(settings).max_tokens
+        room = window - answer - c.context_budget_tokens - question_tokens - reserve
+        wanted = c.context_budget_tokens // 2 if c.history_budget_tokens is None else c.history_budget_tokens
+        return max(0, min(wanted, room))
 
     def _dense(self, memory: VideoMemory, window: Any, settings: ChatSettings) -> DenseSegment:
         r = settings.retrieval

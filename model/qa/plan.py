@@ -40,6 +40,22 @@ class PromptPlan:
     choice: ContextChoice
     evidence: list[ClipEvidence]
     focus: list[Window] = field(default_factory=list)  # what the answer is about (said lines, neighbour)
+    history_dropped: int = 0  # oldest turns left out to keep the conversation in its budget
+
+
+def trim_history(
+    history: Sequence[tuple[str, str]], budget_tokens: int, turn_cost: Callable[[str, str], int]
+) -> list[tuple[str, str]]:
+    """The latest turns that fit `budget_tokens` together, in order: the oldest are dropped first, and nothing
+    older than a turn that does not fit is kept (the model sees one unbroken recent stretch of the chat)."""
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for question, answer in reversed(history):
+        used += turn_cost(question, answer)
+        if used > budget_tokens:
+            break
+        kept.append((question, answer))
+    return kept[::-1]
 
 
 def seen_line(clip: ClipRecord, duration: float, limit: int = SEEN_LIMIT) -> str:
@@ -110,8 +126,12 @@ def plan_prompt(
     segment_cost: Callable[[VideoSegment], int],
     count_tokens: Callable[[str], int],
     history: Sequence[tuple[str, str]] = (),
+    history_budget: int | None = None,
+    turn_cost: Callable[[str, str], int] | None = None,
 ) -> PromptPlan:
-    """Clips in budget (asked times, then ranks, then an overview), then subtitles nearest what was asked."""
+    """Clips in budget (asked times, then ranks, then an overview), then subtitles nearest what was asked; the
+    conversation so far in its own budget (`history_budget` tokens, by default half the context budget), measured
+    with `turn_cost(question, answer)` (by default the tokens of both)."""
     dense_cost = sum(segment_cost(d.segment) for d in dense)
     # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
     about_screen = settings.screen_without_speech and bool(tq.windows and SCREEN.search(question))
@@ -163,12 +183,14 @@ def plan_prompt(
         evidence.append(d.evidence)
     segments.sort(key=lambda s: s.start)  # chronological
     evidence.sort(key=lambda e: e.start)
+    cost = turn_cost or (lambda q, a: count_tokens(q) + count_tokens(a))
+    kept = trim_history(history, budget_tokens // 2 if history_budget is None else history_budget, cost)
     inputs = PromptInputs(
         question=question,
         segments=segments,
         subtitles=subtitles,
-        history=list(history),
+        history=kept,
         instructions=INSTRUCTIONS.format(example=example_time(memory.duration)),
         duration=memory.duration,
     )
-    return PromptPlan(inputs, choice, evidence, answer_focus)
+    return PromptPlan(inputs, choice, evidence, answer_focus, history_dropped=len(history) - len(kept))

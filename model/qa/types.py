@@ -15,8 +15,24 @@ from model.qa.search import ClipScores, Moment
 from model.qa.timeparse import TimeQuery
 
 
+MAX_QUESTION_CHARS = 2000  # longer questions are refused (UI, CLI, API) before any work
+
+
 class QuestionError(VideoChatError):
     """The question cannot be asked (empty, too long...)."""
+
+
+def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """The question, stripped; a QuestionError when it is empty or longer than `max_chars` characters."""
+    text = (question or "").strip()
+    if not text:
+        raise QuestionError("Please type a question about the video.")
+    if len(text) > max_chars:
+        raise QuestionError(
+            f"The question is {len(text):,} characters long; questions may have up to {max_chars:,}. "
+            "Ask a shorter question."
+        )
+    return text
 
 
 @dataclass(frozen=True)
