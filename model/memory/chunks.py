@@ -34,7 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model.media import ClipPlan
+from model.media import ClipPlan, LostStretch, merge_lost
 from model.memory.records import ClipRecord, VideoMemory
 from model.speech import Segment, Transcript
 
@@ -90,6 +90,7 @@ class Chunk:
     text_embeddings: np.ndarray | None = None  # [n, d] float32
     segment_embeddings: np.ndarray | None = None  # [s, d] float32
     timings: dict[str, float] = field(default_factory=dict)
+    damage: list[LostStretch] = field(default_factory=list)  # broken frames met while decoding the chunk
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -250,6 +251,7 @@ class ChunkStore:
             "language": chunk.language,
             "thumb_offsets": offsets,
             "timings": chunk.timings,
+            "damage": [d.to_dict() for d in chunk.damage],
         }
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=self.dir)
         os.close(fd)
@@ -318,6 +320,7 @@ class ChunkStore:
             text_embeddings=arr("text_embeddings"),
             segment_embeddings=arr("segment_embeddings"),
             timings={k: float(v) for k, v in meta.get("timings", {}).items()},
+            damage=[LostStretch.from_dict(d) for d in meta.get("damage", [])],
         )
 
     def remove(self) -> None:
@@ -340,8 +343,10 @@ def assemble(
     chunks: Sequence[Chunk],
     complete: bool,
     audio_duration: float = 0.0,
+    damage: Sequence[LostStretch] = (),
 ) -> VideoMemory:
-    """The memory the finished chunks make (in order); `ingested_until` is the last chunk's end unless complete."""
+    """The memory the finished chunks make (in order); `ingested_until` is the last chunk's end unless complete.
+    `damage`: what the whole file lost (container, audio); the chunks add the broken frames they met."""
     clips = [c for ch in chunks for c in ch.clips]
     segments = [s for ch in chunks for s in ch.segments]
     langs = Counter(ch.language for ch in chunks if ch.language)
@@ -367,6 +372,7 @@ def assemble(
         thumbnails=[t for ch in chunks for t in ch.thumbnails],
         timings=timings,
         ingested_until=None if complete else (chunks[-1].span.end if chunks else 0.0),
+        damage=merge_lost([*damage, *(d for ch in chunks for d in ch.damage)]),
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from model.errors import VideoChatError
-from model.media import ClipPlan, VideoInfo, load_audio, plan_clips, probe
+from model.media import ClipPlan, LostStretch, VideoInfo, decode_audio, merge_lost, plan_clips, probe, probe_damage
 from model.memory.chunks import Chunk, ChunkSpan, ChunkStore, assemble, plan_chunks, speech_in
 from model.memory.gate import FrameGate
 from model.memory.ingest import Ingestor
@@ -303,9 +303,13 @@ class StreamIngestor:
         store = ChunkStore(self.cache.root, job.key)
         t = time.perf_counter()
         audio = None
+        damage: list[LostStretch] = probe_damage(job.path)  # what the container shows lost
         if m.transcriber is not None and job.info.has_audio:
             job.report("transcribing", 0.0)
-            audio = load_audio(job.path, sr=SR)
+            track = decode_audio(job.path, sr=SR)  # damaged stretches are silence of their length
+            if track is not None:
+                damage += track.lost
+                audio = track.samples if track.decoded else None
         audio_s = time.perf_counter() - t
         spans, plans = self._layout(job, store, audio)
         job.spans = spans
@@ -351,6 +355,7 @@ class StreamIngestor:
                     chunks,
                     complete=done,
                     audio_duration=0.0 if audio is None else len(audio) / SR,
+                    damage=damage,
                 )
                 if not done:
                     job.publish(memory)
@@ -406,7 +411,7 @@ class StreamIngestor:
         gate = FrameGate(self.config.ocr_gate) if self.config.ocr_gate is not None else None
         group = plans[span.clip_start : span.clip_end]
         batch = max(1, ing.config.decode_batch_clips)
-        clips, thumbs, retrieval = [], [], []
+        clips, thumbs, retrieval, damage = [], [], [], []
         empty = Transcript(segments=[], language=None, duration=0.0)  # speech is attached below, once known
         for b0 in range(0, len(group), batch):
             part = ing.ingest_batch(
@@ -416,6 +421,7 @@ class StreamIngestor:
             thumbs += part.thumbnails
             if part.retrieval is not None:
                 retrieval.append(part.retrieval)
+            damage += part.damage
         if speech is not None:
             t = time.perf_counter()
             segments, language, seconds = speech.result(span.index)
@@ -439,6 +445,7 @@ class StreamIngestor:
             text_embeddings=text_emb,
             segment_embeddings=seg_emb,
             timings=timings,
+            damage=merge_lost(damage),
         )
 
     def transcribe_span(
