@@ -7,6 +7,7 @@ Videos are generated slide talks (tools/synth_lecture.py): continuous espeak spe
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -20,7 +21,16 @@ import torch
 
 from model.media import ClipPlan
 from model.memory import ClipRecord, MemoryCache
-from model.memory.chunks import PARTIAL, Chunk, ChunkSpan, ChunkStore, assemble, plan_chunks, quiet_point
+from model.memory.chunks import (
+    PARTIAL,
+    Chunk,
+    ChunkSpan,
+    ChunkStore,
+    assemble,
+    plan_chunks,
+    quiet_point,
+    sweep_partial,
+)
 from model.speech import Segment, Word
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +129,11 @@ def test_chunk_files_round_trip_and_damage_is_found(tmp_path: Path) -> None:
     other = ChunkSpan(0, 0, 3, 0.0, 12.0, 0.0, 13.0)  # a chunk written for another layout is not this one
     assert store.load(other) is None
     assert ".partial" in str(store.dir) and MemoryCache(tmp_path).total_bytes() == 0, "not a cache entry"
+    assert sweep_partial(tmp_path) == [], "a recent ingest is kept for resuming"
+    old = time.time() - 8 * 86400
+    for f in [store.dir, *store.dir.iterdir()]:
+        os.utime(f, (old, old))
+    assert sweep_partial(tmp_path) == ["key1"] and not store.dir.exists(), "an abandoned one goes after a week"
 
 
 # ---------------------------------------------------------------------------------------------- in process
@@ -270,3 +285,26 @@ def test_sigkill_mid_ingest_then_resume_equals_fresh(lecture, tmp_path: Path) ->
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5, err_msg=name)
     assert a.thumbnails == b.thumbnails
     assert a.transcript.segments == b.transcript.segments
+
+
+def test_questions_over_a_partial_memory_say_how_far_it_has_seen() -> None:
+    from model.media import VideoInfo
+    from model.memory import VideoMemory
+    from model.qa.partial import needed_until, seen_note, split_unseen, unseen_note
+    from model.qa.timeparse import parse_time_refs
+    from model.speech import Transcript
+
+    info = VideoInfo("/v.mp4", 3600.0, 10.0, 36000, 320, 240, 0, "h264", True)
+    memory = VideoMemory("k", Path("/v.mp4"), "lite", info, Transcript(), [], {}, ingested_until=750.0)
+    assert seen_note(memory).startswith("I have seen up to 0:12:30 of 1:00:00 so far")
+    tq = parse_time_refs("What happens at 5:00 and at 40:00?", memory.duration)
+    kept, unseen = split_unseen(tq, memory.seen_until)
+    assert [w.start for w in kept.windows] == [300.0] and [w.start for w in unseen] == [2400.0]
+    assert needed_until(unseen[0], memory.duration) == pytest.approx(2401.0)
+    note = unseen_note(unseen, memory, eta_s=130)
+    assert note.startswith("0:40:00 is not ingested yet (I have seen up to 0:12:30 so far)")
+    assert "about 2 minutes" in note
+    ranged, none = split_unseen(parse_time_refs("What is said between 10:00 and 20:00?", 3600.0), 750.0)
+    assert not none and ranged.windows[0].end == 750.0, "a range is cut where the memory ends"
+    whole = VideoMemory("k", Path("/v.mp4"), "lite", info, Transcript(), [], {})
+    assert seen_note(whole) == "" and whole.complete

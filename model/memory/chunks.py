@@ -327,6 +327,28 @@ class ChunkStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def sweep_partial(cache_root: str | Path, max_age_s: float = 7 * 86400.0, keep: Sequence[str] = ()) -> list[str]:
+    """Remove chunk folders of ingests nobody resumed for `max_age_s` (they are outside the cache's size cap)."""
+    import time
+
+    removed = []
+    root = Path(cache_root) / PARTIAL
+    try:
+        folders = list(root.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for d in folders:
+        try:
+            age = now - max(f.stat().st_mtime for f in [d, *d.iterdir()])
+        except (OSError, ValueError):
+            continue
+        if d.name not in keep and age > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
+
+
 # ------------------------------------------------------------------------------------------------- memory
 def _stack(parts: list[np.ndarray | None]) -> np.ndarray | None:
     if not parts or any(p is None for p in parts):

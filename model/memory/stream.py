@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from model.errors import VideoChatError
 from model.media import ClipPlan, LostStretch, VideoInfo, decode_audio, merge_lost, plan_clips, probe, probe_damage
-from model.memory.chunks import Chunk, ChunkSpan, ChunkStore, assemble, plan_chunks, speech_in
+from model.memory.cache import os_reason
+from model.memory.chunks import Chunk, ChunkSpan, ChunkStore, assemble, plan_chunks, speech_in, sweep_partial
 from model.memory.gate import FrameGate
 from model.memory.ingest import Ingestor
 from model.memory.records import VideoMemory
@@ -79,6 +81,7 @@ class IngestJob:
         self.build_seconds = 0.0  # wall time spent building chunks (not reading them back)
         self.built_video_s = 0.0  # video seconds those chunks cover
         self.stage = "starting"
+        self.cache_note = ""  # why the chunks or the memory could not be saved ("" when they were)
         self.stage_fraction = 0.0
         self._cond = threading.Condition()
         self._listeners: list[Progress] = []
@@ -194,6 +197,7 @@ class StreamIngestor:
         self._guard = threading.Lock()
         self.chunk_builds = 0  # chunks computed in this process (tests count recomputation with it)
         self.on_complete: list[Callable[[IngestJob, VideoMemory], VideoMemory | None]] = []
+        sweep_partial(self.cache.root)  # ingests abandoned for a week
 
     # -- identity --------------------------------------------------------------------------------------
     def key_for(self, path: str | Path, sampling: SamplingSpec) -> str:
@@ -294,7 +298,10 @@ class StreamIngestor:
             c = self.config
             spans = plan_chunks(plans, audio, SR, c.chunk_s, c.first_chunk_s, c.audio_search_s)
             store.remove()  # chunks of another layout are of no use
-            store.write_layout(spans, {"duration": job.info.duration})
+            try:
+                store.write_layout(spans, {"duration": job.info.duration})
+            except OSError as err:
+                self._no_disk(job, err)
         return spans, plans
 
     def _run(self, job: IngestJob, hash_s: float) -> None:
@@ -331,7 +338,11 @@ class StreamIngestor:
                 else:
                     t = time.perf_counter()
                     chunk = self._build_chunk(job, span, plans, audio, chunks, speech)
-                    store.write(chunk)
+                    if not job.cache_note:
+                        try:
+                            store.write(chunk)
+                        except (OSError, SafetensorError) as err:  # a full or read-only disk: go on in memory
+                            self._no_disk(job, err)
                     self.chunk_builds += 1
                     job.built.append(span.index)
                     job.build_seconds += time.perf_counter() - t
@@ -374,9 +385,17 @@ class StreamIngestor:
             ingest_wall_s=time.perf_counter() - job.started,
         )
         job.report("indexing", 1.0)
-        self.cache.put(memory)
+        memory.cache_note = job.cache_note or self.cache.try_put(memory) or ""
         store.remove()
         self._finish(job, memory)
+
+    @staticmethod
+    def _no_disk(job: IngestJob, err: OSError | SafetensorError) -> None:
+        log.warning("cannot write the chunks of %s: %s", job.path.name, err)
+        job.cache_note = (
+            f"The memory cache cannot be written ({os_reason(err)}). Answers still work; "
+            "this video will be processed again next time."
+        )
 
     def _finish(self, job: IngestJob, memory: VideoMemory) -> None:
         for hook in self.on_complete:  # e.g. chapters (they need the LLM, which lives upstream)

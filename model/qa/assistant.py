@@ -24,6 +24,7 @@ from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
 from model.qa.answer import stream_answer
 from model.qa.dense import DenseSegment, dense_segment
 from model.qa.onset import OnsetFinder
+from model.qa.partial import needed_until, seen_note, split_unseen, unseen_note, waited_note
 from model.qa.plan import INSTRUCTIONS, plan_prompt
 from model.qa.search import ClipScores, Moment, QuestionVectors, find_moments, said_windows, score_clips
 from model.qa.timeparse import parse_time_refs
@@ -142,6 +143,10 @@ class Assistant:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         tq = parse_time_refs(question, memory.duration)
+        partial_notes: list[str] = []
+        if not memory.complete:  # ingest still running: answer over what is seen, say how far that is
+            tq, unseen = split_unseen(tq, memory.seen_until)
+            partial_notes = [n for n in (seen_note(memory), unseen_note(unseen, memory)) if n]
         timings["timeparse_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -182,7 +187,7 @@ class Assistant:
         )
         timings["context_s"] = time.perf_counter() - t
         return PreparedQuestion(
-            plan.inputs, tq, plan.choice, plan.evidence, moments, list(tq.notes), timings, scores, plan.focus
+            plan.inputs, tq, plan.choice, plan.evidence, moments, partial_notes + tq.notes, timings, scores, plan.focus
         )
 
     def history_budget(self, question: str, settings: ChatSettings) -> int:
@@ -233,7 +238,15 @@ class Assistant:
         settings = settings or ChatSettings()
         request_id = request_id or f"ask-{time.monotonic_ns()}"
         t = time.perf_counter()
+        waited: list[str] = []
+        if not memory.complete:  # a question about a stretch not ingested yet waits for it, or is told so
+            memory, waited, refusal = await self.wait_for_asked(memory, question)
+            if refusal is not None:
+                yield AnswerDelta(refusal.text)
+                yield AnswerDone(refusal)
+                return
         prepared = await asyncio.to_thread(self.prepare, memory, question, history, settings)
+        prepared.notes[:0] = waited
         prepared.timings["prepare_s"] = time.perf_counter() - t
         self._aborted.discard(request_id)
         stream = stream_answer(
@@ -248,6 +261,34 @@ class Assistant:
         )
         async for event in stream:
             yield event
+
+    async def wait_for_asked(self, memory: VideoMemory, question: str) -> tuple[VideoMemory, list[str], Answer | None]:
+        """For a memory still being ingested: wait (up to `wait_for_ingest_s`) until the times the question asks
+        about are ingested. Returns (the newest memory, notes about the wait, an answer saying the asked times are
+        not ingested yet when the question is only about them and they do not come in time; else None)."""
+        tq = parse_time_refs(question, memory.duration)
+        _, unseen = split_unseen(tq, memory.seen_until)
+        job = self.streams.job(memory.key)
+        if not unseen:
+            return memory, [], None
+        need = max(needed_until(w, memory.duration) for w in unseen)
+        notes: list[str] = []
+        if job is not None and job.running:
+            eta = job.eta_for(need)
+            limit = self.config.wait_for_ingest_s
+            if eta is None or eta <= limit:
+                t = time.perf_counter()
+                newer = await asyncio.to_thread(job.wait_for, need, limit)
+                if newer is not None:
+                    memory = newer
+                if memory.seen_until >= need or memory.complete:
+                    notes.append(waited_note(unseen[0], time.perf_counter() - t, memory))
+        kept, unseen = split_unseen(tq, memory.seen_until)
+        if unseen and not kept.windows:
+            eta = None if job is None else job.eta_for(max(needed_until(w, memory.duration) for w in unseen))
+            text = unseen_note(unseen, memory, eta)
+            return memory, notes, Answer(text=text, notes=[text])
+        return memory, notes, None
 
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)
