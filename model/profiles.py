@@ -45,7 +45,8 @@ class LLMSpec:
     engine: str = "auto"  # auto | vllm | transformers | remote
     quantization: str | None = None  # None | bitsandbytes | fp8 | awq | gptq
     max_model_len: int = 8192
-    gpu_memory_utilization: float = 0.6  # leave room for the encoder on the same GPU
+    # the most in-process vLLM may take on CUDA; the runtime sizes it from the free memory (model/llm/memory_plan.py)
+    gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     dtype: str = "auto"
 
@@ -105,7 +106,6 @@ INTERNVIDEO2_CHAT_8B = Profile(
         engine="auto",
         quantization="fp8",
         max_model_len=16384,
-        gpu_memory_utilization=0.55,
     ),
     speech=SpeechSpec(model="large-v3-turbo", compute_type="float16"),
     text_embedder="packaged:all-minilm-l6-v2",

@@ -16,6 +16,7 @@ from model.profiles import Profile
 if TYPE_CHECKING:
     from model.internvideo2 import InternVideo2ChatEncoder, InternVideo2Retrieval
     from model.llm import Engine, PromptBuilder
+    from model.llm.memory_plan import MemoryPlan
     from model.memory import MemoryCache
     from model.memory.stream import StreamConfig
     from model.profiles import LLMSpec, VisionSpec
@@ -59,6 +60,40 @@ def pick_device(profile: Profile) -> str:
     return "cpu"
 
 
+def size_llm_memory(
+    spec: LLMSpec, llm_dir: Path, device: str, llm_url: str | None = None
+) -> tuple[LLMSpec, MemoryPlan | None]:
+    """Right before the LLM starts on CUDA: hand torch's cached blocks back to the driver and, for in-process
+    vLLM, size its share from what is really free now (model/llm/memory_plan.py). The plan is printed."""
+    if not device.startswith("cuda") or llm_url or (spec.engine not in ("auto", "vllm")):
+        return spec, None
+    import dataclasses
+    import gc
+    import sys
+
+    import torch
+
+    from model.llm.engine import resolve_max_model_len, vllm_available
+
+    gc.collect()
+    torch.cuda.empty_cache()  # what loading the other models left reserved: vLLM counts only truly free memory
+    if spec.engine == "auto" and not vllm_available():
+        return spec, None
+    from model.llm.memory_plan import llm_memory, plan_vllm_memory
+    from model.llm.prompt import read_llm_config
+    from model.llm.quantization import resolve_vllm_quantization
+    from model.sources import resolve_dtype
+
+    free, total = torch.cuda.mem_get_info()
+    quantization = resolve_vllm_quantization(spec.quantization, llm_dir, device)
+    need = llm_memory(read_llm_config(llm_dir), quantization, resolve_dtype(spec.dtype, device).itemsize)
+    plan = plan_vllm_memory(
+        total, free, need, resolve_max_model_len(spec, llm_dir), cap_utilization=spec.gpu_memory_utilization
+    )
+    print(plan.summary(), file=sys.stderr)
+    return dataclasses.replace(spec, gpu_memory_utilization=plan.gpu_memory_utilization), plan
+
+
 @dataclass
 class Runtime:
     profile: Profile
@@ -74,6 +109,7 @@ class Runtime:
     tagger: VisualTagger | None = None
     llm_url: str | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
+    memory_plan: MemoryPlan | None = None  # vLLM's share of the GPU, sized at start
 
     @classmethod
     def load(cls, profile: Profile, llm_url: str | None = None, progress: Progress | None = None) -> Runtime:
@@ -161,7 +197,8 @@ class Runtime:
         if progress:
             progress("starting LLM engine", (total - 1) / total)
         start = time.perf_counter()
-        engine = create_engine(profile.llm, llm_dir, device, llm_url=llm_url)
+        llm_spec, memory_plan = size_llm_memory(profile.llm, llm_dir, device, llm_url)
+        engine = create_engine(llm_spec, llm_dir, device, llm_url=llm_url)
         timings["engine"] = time.perf_counter() - start
         if progress:
             progress("ready", 1.0)
@@ -173,6 +210,7 @@ class Runtime:
             llm_dir=llm_dir,
             llm_url=llm_url,
             load_seconds=timings,
+            memory_plan=memory_plan,
             **parts,
         )
 

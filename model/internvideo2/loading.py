@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -101,8 +102,13 @@ def apply_state_dict(
     get: Callable[[str], torch.Tensor],
     key_map: Callable[[str], str | None],
     what: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Load mapped tensors into `model`; raise on missing required weights or wrong shapes, log the unexpected."""
+    """Load mapped tensors into `model`; raise on missing required weights or wrong shapes, log the unexpected.
+
+    Parameters still on the meta device (`empty_model`) are created from the checkpoint tensor, cast to `dtype` on
+    the CPU and then moved to `device`: the accelerator only ever holds the final dtype."""
     own = model.state_dict()
     mapped: dict[str, str] = {}
     unexpected: list[str] = []
@@ -127,12 +133,43 @@ def apply_state_dict(
             if tuple(t.shape) != tuple(own[new].shape):
                 bad.append(f"{name} {tuple(t.shape)} vs model {tuple(own[new].shape)}")
                 continue
-            own[new].copy_(t)
+            if own[new].is_meta:
+                _materialize(model, new, t, device, dtype)
+            else:
+                own[new].copy_(t)
     if bad:
         raise CheckpointError(f"{what} has weights of the wrong shape: " + "; ".join(bad[:10]))
     for m in model.modules():
         if hasattr(m, "clear_cache"):
             m.clear_cache()
+
+
+def _materialize(
+    model: nn.Module, name: str, value: torch.Tensor, device: str | torch.device, dtype: torch.dtype | None
+) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    if value.is_floating_point() and dtype is not None:
+        value = value.to(dtype=dtype, copy=True)  # on the CPU, so only final-dtype bytes cross to the device
+    else:
+        value = value.clone()
+    value = value.to(device)
+    if leaf in module._parameters:
+        module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+    else:
+        module._buffers[leaf] = value
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def empty_model(factory: Callable[[], M]) -> M:
+    """Build a model with its parameters on the meta device (no memory, no random init) and its buffers real on
+    the CPU (position ids); `apply_state_dict` then creates each parameter from the checkpoint in its final dtype."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return factory()
 
 
 # ---------------------------------------------------------------------------------------------- config inference
@@ -223,8 +260,10 @@ CHAT_PREFIXES = (
 )
 
 
-def _finish(model: nn.Module, device: str, dtype: torch.dtype) -> nn.Module:
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+def _finish(model: M, device: str, dtype: torch.dtype) -> M:
+    """Cast where the model is built (the CPU), then move: building in fp32 on CUDA and casting there left about
+    5 GB in torch's cache that vLLM, starting last, could not have."""
+    return model.to(dtype=dtype).to(device=device).eval().requires_grad_(False)
 
 
 def _chat_from_safetensors(
@@ -241,11 +280,12 @@ def _chat_from_safetensors(
         base_vit, base_bridge = chat_configs(spec.preset, spec.llm_hidden)
         vit = infer_vit_config(st.shape, keys, base_vit, built_blocks_offset=1)
         bridge = infer_bridge_config(st.shape, keys, base_bridge)
-    with torch.device(device):
-        model = InternVideo2ChatEncoder(vit, bridge, frames_per_clip or spec.frames_per_clip)
-    apply_state_dict(model, keys, st.get, lambda k: chat_key_map(k, model.vision_encoder.num_blocks), what)
+    dtype = resolve_dtype(spec.dtype, device)
+    model = empty_model(lambda: InternVideo2ChatEncoder(vit, bridge, frames_per_clip or spec.frames_per_clip))
+    blocks = model.vision_encoder.num_blocks
+    apply_state_dict(model, keys, st.get, lambda k: chat_key_map(k, blocks), what, device=device, dtype=dtype)
     st.close()
-    return _finish(model, device, resolve_dtype(spec.dtype, device))
+    return _finish(model, device, dtype)
 
 
 def save_vision_folder(
@@ -421,9 +461,9 @@ def build_retrieval(spec: RetrievalSpec, device: str = "cpu") -> InternVideo2Ret
         embed_dim=sd["vision_proj.weight"].shape[0] if "vision_proj.weight" in sd else preset.embed_dim,
     )
     tokenizer = load_tokenizer(spec.preset, path.parent, text.vocab_size)
-    with torch.device(device):
-        model = InternVideo2Retrieval(cfg, tokenizer, spec.frames_per_clip)
+    model = empty_model(lambda: InternVideo2Retrieval(cfg, tokenizer, spec.frames_per_clip))
+    what = f"stage-2 checkpoint {path.name}"
     apply_state_dict(
-        model, keys, sd.__getitem__, lambda k: stage2_key_map(k, text.layers), f"stage-2 checkpoint {path.name}"
+        model, keys, sd.__getitem__, lambda k: stage2_key_map(k, text.layers), what, device=device, dtype=dtype
     )
     return _finish(model, device, dtype)
