@@ -307,3 +307,48 @@ async def test_stop_strings(engines: dict[str, Engine], prompts: list, singles: 
     params = GenerationParams(max_tokens=16, stop=[word])
     for name in ENGINES:
         assert await asyncio.wait_for(collect(engines[name], prompts[1], params), 120) == full[: full.index(word)], name
+
+
+STORY = "Write a very long story about a dragon and a knight."
+
+
+async def test_penalties_reach_every_engine(engines: dict[str, Engine], builder: PromptBuilder) -> None:
+    """repetition_penalty and frequency_penalty go to each engine's own sampler: each changes the greedy story.
+    frequency_penalty (generated tokens only, in vLLM and in ours for transformers) gives the same text everywhere.
+    repetition_penalty is not compared across engines: vLLM (0.32) also applies it to the prompt's token ids, which
+    for a prompt of embeddings are whatever ids an earlier request left in the batch slot."""
+    story = builder.build(PromptInputs(question=STORY))
+    base = GenerationParams(max_tokens=48, repetition_guard=False)
+    variants = {
+        "plain": base,
+        "repetition": replace(base, repetition_penalty=1.3),
+        "frequency": replace(base, frequency_penalty=0.8),
+    }
+    outs = {
+        (v, name): await asyncio.wait_for(collect(engines[name], story, params), 120)
+        for v, params in variants.items()
+        for name in ENGINES
+    }
+    for v in ("plain", "frequency"):
+        assert {outs[v, name] for name in ENGINES} == {outs[v, "vllm"]}, (v, {n: outs[v, n] for n in ENGINES})
+    for name in ENGINES:
+        assert len({outs[v, name] for v in variants}) == len(variants), name
+
+
+async def test_repetition_guard_ends_a_loop_alike_in_every_engine(
+    engines: dict[str, Engine], builder: PromptBuilder
+) -> None:
+    """Greedy SmolLM2 loops on this prompt; the shared guard cuts every engine's stream at the same character
+    (whatever their delta sizes) and the engine stops generating."""
+    from model.llm.guard import RepetitionGuard
+
+    story = builder.build(PromptInputs(question=STORY, instructions="Answer briefly."))
+    loose = await asyncio.wait_for(
+        collect(engines["vllm"], story, GenerationParams(max_tokens=160, repetition_guard=False)), 120
+    )
+    guard = RepetitionGuard()
+    expected = guard.feed(loose)
+    assert guard.tripped and len(expected) < len(loose) - 50, loose  # it does loop, well before 160 tokens
+    for name in ENGINES:
+        assert await asyncio.wait_for(collect(engines[name], story, GenerationParams(max_tokens=160)), 120) == expected
+        await _wait_idle(name, engines[name])

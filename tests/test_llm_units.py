@@ -15,10 +15,11 @@ import torch
 
 from model.errors import ConfigError, ModelAccessError
 from model.llm import EngineError, GenerationParams, create_engine
-from model.llm.guard import StopTrimmer
-from model.llm.hf import TransformersEngine
-from model.llm.remote import encode_prompt_embeds
-from model.profiles import LITE, LLMSpec
+from model.llm.guard import RepetitionGuard, StopTrimmer
+from model.llm.hf import FrequencyPenalty, TransformersEngine
+from model.llm.remote import RemoteEngine, encode_prompt_embeds
+from model.llm.vllm_engine import VLLMEngine
+from model.profiles import LLMSpec
 from model.runtime import resolve_llm_dir
 from model.sources import resolve_dtype, resolve_model_dir, resolve_model_file
 
@@ -33,7 +34,7 @@ def smol_dir() -> Path:
 
 
 def test_resolve_llm_dir(smol_dir: Path, tmp_path: Path) -> None:
-    assert resolve_llm_dir(LITE.llm, None) == smol_dir
+    assert resolve_llm_dir(SPEC, None) == smol_dir
     assert resolve_llm_dir(replace(SPEC, source=str(smol_dir))) == smol_dir
     with pytest.raises(ConfigError, match=r"no config\.json"):
         resolve_llm_dir(replace(SPEC, source=str(tmp_path)))
@@ -141,3 +142,63 @@ async def test_transformers_stop_strings_end_generation_unemitted(
     # Generation itself ended at the stop string (400 tokens would take over 10x as long as 24).
     assert t_cut < 2 * t_head, (t_cut, t_head)
     assert not hf_engine._flags and hf_engine._executor._work_queue.qsize() == 0
+
+
+LOOP = (
+    "In the realm of fantasy there was a dragon named Aethonax. Aethonax was a fierce and cunning dragon, feared by "
+    "all who dwelled in the land. He was a fierce and cunning dragon, feared by all who dwelled in the land. He was "
+    "a fierce and cunning dragon, feared by all who dwelled in the land. He was a fierce"
+)
+
+
+def guarded(text: str, chunk: int, guard: RepetitionGuard | None = None) -> tuple[str, bool]:
+    guard = guard or RepetitionGuard()
+    out = "".join(guard.feed(text[i : i + chunk]) for i in range(0, len(text), chunk))
+    return out, guard.tripped
+
+
+def test_repetition_guard_cuts_a_loop_at_the_same_place_however_it_is_streamed() -> None:
+    cuts = {guarded(LOOP, chunk) for chunk in (1, 2, 5, 13, len(LOOP))}
+    assert len(cuts) == 1
+    ((out, tripped),) = cuts
+    assert tripped and LOOP.startswith(out) and len(out) < len(LOOP)
+    sentence = "a fierce and cunning dragon, feared by all who dwelled in the land."
+    assert out.count(sentence) == 2  # the first repeat is where it became certain; the third never comes
+
+
+@pytest.mark.parametrize(
+    ("text", "trips"),
+    [
+        ("The cat sat. It purred. The cat sat. It slept. The cat sat. ", False),  # short sentences may recur
+        ("The cat sat. " * 3, True),  # ... but not back to back three times
+        ("The man opens the red door. Then he waits. The man opens the red door. A dog barks. "
+         "The man opens the red door. ", True),  # the same sentence a third time, not back to back
+        ("over and over, over and over, over and over, and more", True),  # a short span three times in a row
+        ("no, no, no, no, no, no, no, no. I said no.", False),  # one word repeated is not a loop
+        ("At [00:05] the man walks to the door and opens it.\nAt [00:12] the man walks to the door and opens it.\n"
+         "At [00:20] the man walks to the door and opens it.\n", False),  # different times: different lines
+        ("It starts at [01:05] and ends at [01:30], when the whole crowd stands up and cheers loudly. ", False),
+    ],
+)  # fmt: skip
+def test_repetition_guard_on_text(text: str, trips: bool) -> None:
+    out, tripped = guarded(text, 3)
+    assert tripped == trips, out
+    assert (out == text) != trips
+
+
+def test_sampling_params_reach_vllm_and_the_remote_request(smol_dir: Path) -> None:
+    params = GenerationParams(max_tokens=9, stop=["Q:"], repetition_penalty=1.2, frequency_penalty=0.5)
+    sp = VLLMEngine.sampling_params(params)
+    assert (sp.max_tokens, sp.stop, sp.repetition_penalty, sp.frequency_penalty) == (9, ["Q:"], 1.2, 0.5)
+    remote = RemoteEngine("http://127.0.0.1:9", smol_dir, model_name="smollm2")  # no request is made
+    payload = remote._payload(torch.zeros(3, 576), params)
+    assert (payload["stop"], payload["repetition_penalty"], payload["frequency_penalty"]) == (["Q:"], 1.2, 0.5)
+    plain = remote._payload(torch.zeros(3, 576), GenerationParams())
+    assert not {"stop", "repetition_penalty", "frequency_penalty"} & set(plain)  # defaults: OpenAI-plain request
+
+
+def test_frequency_penalty_subtracts_per_earlier_use() -> None:
+    scores = torch.zeros(2, 5)
+    ids = torch.tensor([[1, 3, 3], [4, 4, 4]])
+    out = FrequencyPenalty(0.5)(ids, scores)
+    assert out.tolist() == [[0.0, -0.5, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 0.0, -1.5]]

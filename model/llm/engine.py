@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib.util
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from model.llm.errors import EngineError
+from model.llm.guard import RepetitionGuard
 from model.llm.prompt import context_window_of, hidden_size_of, validate_prompt_embeds
 
 if TYPE_CHECKING:
@@ -23,18 +25,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """Sampling settings, passed to each engine's own API (vLLM SamplingParams, the OpenAI-style request,
+    transformers generate). The penalties follow vLLM: repetition_penalty > 1 discourages tokens already
+    generated (multiplicative, 1: off), frequency_penalty > 0 subtracts that much per earlier use (0: off).
+    Prefer frequency_penalty: vLLM (checked on 0.32) also applies repetition_penalty to the prompt's token ids, and
+    for a prompt given as embeddings those are stale ids of an earlier request, so its effect varies."""
+
     max_tokens: int = 256
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
-    stop: list[str] | None = None
+    stop: list[str] | None = None  # cut before the first of these; not part of the answer
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    repetition_guard: bool = True  # end the stream once it repeats itself (see model.llm.guard.RepetitionGuard)
 
 
 class Engine(abc.ABC):
     """Streams text deltas for a prompt given as embeddings `[seq, hidden]`.
 
     `stream` validates the tensor first (a malformed one is refused with a PromptError and never reaches
-    the shared engine). Closing or cancelling the returned async iterator aborts the request.
+    the shared engine), then ends the stream if it starts repeating itself. Closing or cancelling the
+    returned async iterator aborts the request.
     """
 
     def __init__(self, model_dir: Path, max_model_len: int, dtype: torch.dtype) -> None:
@@ -43,16 +55,31 @@ class Engine(abc.ABC):
         self.max_model_len = int(max_model_len)
         self.dtype = dtype
 
-    def stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+    async def stream(
+        self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
+    ) -> AsyncGenerator[str, None]:
+        if params.max_tokens < 1:
+            raise EngineError(f"max_tokens must be at least 1, got {params.max_tokens}")
+        if params.repetition_penalty <= 0:
+            raise EngineError(f"repetition_penalty must be positive, got {params.repetition_penalty}")
         embeds = validate_prompt_embeds(
             prompt_embeds, self.hidden_size, self.max_model_len, params.max_tokens, dtype=self.dtype
         )
-        if params.max_tokens < 1:
-            raise EngineError(f"max_tokens must be at least 1, got {params.max_tokens}")
-        return self._stream(embeds.detach().cpu().contiguous(), params, request_id)
+        guard = RepetitionGuard() if params.repetition_guard else None
+        inner = self._stream(embeds.detach().cpu().contiguous(), params, request_id)
+        async with contextlib.aclosing(inner):  # leaving early closes the engine's stream: it aborts the request
+            async for delta in inner:
+                text = guard.feed(delta) if guard is not None else delta
+                if text:
+                    yield text
+                if guard is not None and guard.tripped:
+                    log.info("request %s repeated itself; ended after %d characters", request_id, len(guard.text))
+                    return
 
     @abc.abstractmethod
-    def _stream(self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str) -> AsyncIterator[str]:
+    def _stream(
+        self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
+    ) -> AsyncGenerator[str, None]:
         """Engine-specific generation on an already validated tensor."""
 
     @abc.abstractmethod

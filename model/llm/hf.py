@@ -11,13 +11,20 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AsyncTextIteratorStreamer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     from model.profiles import LLMSpec
 
 log = logging.getLogger(__name__)
+# The prompt is embeddings, so there are no prompt ids to penalise: the penalty covers the generated tokens, as vLLM's.
+warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
 
 
 class _StopFlag(StoppingCriteria):
@@ -40,6 +49,18 @@ class _StopFlag(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         done = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
         return done  # type: ignore[return-value]  # transformers annotates BoolTensor, a legacy alias
+
+
+class FrequencyPenalty(LogitsProcessor):
+    """vLLM's / OpenAI's frequency_penalty, which transformers lacks: each logit minus `penalty` times the number of
+    times its token was generated so far (with a prompt given as embeddings, `input_ids` holds only those)."""
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        counts = torch.zeros_like(scores).scatter_add_(1, input_ids, torch.ones_like(input_ids, dtype=scores.dtype))
+        return scores - self.penalty * counts  # type: ignore[return-value]  # FloatTensor: a legacy alias
 
 
 class _Streamer(AsyncTextIteratorStreamer):
@@ -108,6 +129,10 @@ class TransformersEngine(Engine):
             torch.manual_seed(params.seed)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        if params.frequency_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList([FrequencyPenalty(params.frequency_penalty)])
         embeds = embeds.to(self.device)[None]  # [1, seq, hidden]
         try:
             with torch.inference_mode():
@@ -127,7 +152,7 @@ class TransformersEngine(Engine):
 
     async def _stream(
         self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         if request_id in self._flags:
             raise EngineError(f"Request id {request_id!r} is already running")
         loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +104,15 @@ class RemoteEngine(Engine):
             payload["seed"] = params.seed
         if params.stop:
             payload["stop"] = list(params.stop)
+        if params.frequency_penalty:
+            payload["frequency_penalty"] = params.frequency_penalty  # OpenAI field
+        if params.repetition_penalty != 1.0:
+            payload["repetition_penalty"] = params.repetition_penalty  # vLLM's extra sampling field
         return payload
 
     async def _stream(
         self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         import httpx
 
         if self._client is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,8 @@ class VLLMEngine(Engine):
             tensor_parallel_size=spec.tensor_parallel_size,
         )
 
-    def sampling_params(self, params: GenerationParams) -> Any:
+    @staticmethod
+    def sampling_params(params: GenerationParams) -> Any:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         return SamplingParams(
@@ -98,12 +99,14 @@ class VLLMEngine(Engine):
             top_p=params.top_p,
             seed=params.seed if params.temperature > 0 else None,
             stop=params.stop or None,
+            repetition_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,  # only the new text of each step
         )
 
     async def _stream(
         self, prompt_embeds: torch.Tensor, params: GenerationParams, request_id: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         if self._closed:
             raise EngineError("The LLM engine is closed")
         from vllm.v1.engine.exceptions import EngineDeadError
