@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def serve(args: argparse.Namespace) -> int:
     """Start the web app with `launch.py serve` flags; returns the exit code."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from model.cli import StageBar, close_runtime, load_runtime
+    from model.cli import StageBar, check_cache_dir, close_runtime, load_runtime
     from model.llm.lifecycle import termination_signal
 
     settings: AppSettings = settings_from_args(args)
@@ -31,6 +31,7 @@ def serve(args: argparse.Namespace) -> int:
             "Pass --auth user:password (or a file, or set VIDEOCHAT_AUTH).",
             file=sys.stderr,
         )
+    check_cache_dir(settings.cache_dir)  # an unusable --cache-dir stops here, before minutes of model loading
     runtime = load_runtime(args, StageBar())  # the profile's models, once, for every session
     print(f"loaded {runtime.describe()} in {sum(runtime.load_seconds.values()):.1f} s", file=sys.stderr)
     try:

@@ -81,7 +81,16 @@ def _status_line(state: SessionState) -> str:
     parts = [f"**{html.escape(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
     if state.stage_seconds:
         parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
+    if getattr(state.memory, "cache_note", ""):
+        parts.append("not saved to the cache")
     return " — ".join(parts)
+
+
+def disk_message(err: OSError) -> str:
+    """A file-system error during an upload, in words (no errno, no server paths)."""
+    from model.memory.cache import os_reason
+
+    return f"The server could not read or write a file for this upload ({os_reason(err)}). Try again later."
 
 
 class _StageTimer:
@@ -220,15 +229,18 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             try:
                 _check_limits(path, settings)
                 memory = assistant.ingest(path, progress=timer, fps=float(fps_v), frames_per_clip=int(fpc_v))
-            except VideoChatError as err:
+            except (VideoChatError, OSError) as err:
+                message = str(err) if isinstance(err, VideoChatError) else disk_message(err)
                 log.info("upload refused: %s", err)
-                gr.Warning(str(err))
+                gr.Warning(message)
                 return {
                     **locked,
                     player: gr.Video(value=None),
                     status: NO_VIDEO,
-                    error_box: gr.Markdown(f"**Could not use this file:** {html.escape(str(err))}", visible=True),
+                    error_box: gr.Markdown(f"**Could not use this file:** {html.escape(message)}", visible=True),
                 }
+            if memory.cache_note:  # full or read-only cache folder: this session still gets its answers
+                gr.Warning(memory.cache_note)
             st.memory = memory
             st.video_path = path
             st.video_name = _display_name(path)

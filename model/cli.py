@@ -66,6 +66,21 @@ def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     return runtime
 
 
+def check_cache_dir(cache_dir: str | None) -> None:
+    """Before any model loads: a cache folder that cannot be created stops here (CacheError); one that cannot be
+    written only warns (memories then live as long as the process)."""
+    from model.memory import MemoryCache
+
+    problem = MemoryCache(cache_dir).writable()
+    if problem:
+        print(f"warning: {problem} Memories will not be kept after this run.", file=sys.stderr)
+
+
+def _cache_warning(memory: Any) -> None:
+    if getattr(memory, "cache_note", ""):
+        print(f"warning: {memory.cache_note}", file=sys.stderr)
+
+
 def close_runtime(runtime: Any) -> None:
     """Stop the LLM engine and its processes (idempotent: engines ignore a second close)."""
     asyncio.run(runtime.close())
@@ -112,13 +127,15 @@ def ingest_command(args: argparse.Namespace) -> int:
     out["damage"] = [s.to_dict(digits=3) for s in damage]
     out["damage_note"] = damage_note(damage, info.duration)
     if args.full:
+        check_cache_dir(args.cache_dir)
         bar = StageBar()
         runtime = load_runtime(args, bar)
         try:
             assistant = runtime.assistant(cache_dir=args.cache_dir, stream=stream_config(args))
             memory = assistant.ingest(path, progress=bar, fps=fps, frames_per_clip=per_clip)
             bar.close()
-            out["memory"] = memory.summary()
+            _cache_warning(memory)
+            out["memory"] = {**memory.summary(), "cache_note": memory.cache_note}
             job = assistant.streams.job(memory.key)
             if job is not None:
                 out["chunks"] = {"count": len(job.spans), "built": job.built, "reused": job.reused}
@@ -153,6 +170,7 @@ def ask_command(args: argparse.Namespace) -> int:
 
     path = _check_file(args.video)
     probe(path)  # a bad file fails before minutes of model loading
+    check_cache_dir(args.cache_dir)  # so does a cache folder that cannot be made
     bar = StageBar()
     t0 = time.perf_counter()
     runtime = load_runtime(args, bar)
@@ -179,6 +197,7 @@ def ask_command(args: argparse.Namespace) -> int:
         # In the main thread: Ctrl-C or SIGTERM stops a long ingest at once (a worker thread would finish it first).
         memory = assistant.ingest(path, bar)
         bar.close()
+        _cache_warning(memory)
         ingest_s = time.perf_counter() - t
         settings = ChatSettings.from_values(max_tokens=args.max_tokens, temperature=args.temperature)
         answer = asyncio.run(run(assistant, memory, settings))
@@ -195,7 +214,12 @@ def ask_command(args: argparse.Namespace) -> int:
             "notes": result["notes"] + ([memory.damage_note] if memory.damage_note else []),
             "damage": [s.to_dict(digits=3) for s in memory.damage],
             "timings": {"load_s": round(load_s, 3), "ingest_s": round(ingest_s, 3), **result["timings"]},
-            "video": {"path": str(path), "duration": memory.duration, "from_cache": memory.from_cache},
+            "video": {
+                "path": str(path),
+                "duration": memory.duration,
+                "from_cache": memory.from_cache,
+                "cache_note": memory.cache_note,
+            },
             "profile": runtime.profile.name,
         }
         print(json.dumps(out, indent=2, default=str))

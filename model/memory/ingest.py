@@ -206,7 +206,7 @@ class Ingestor:
                 return cached
             memory = self.build(path, info, sampling, key, progress)
             memory.timings["hash_s"] = hash_s
-            self.cache.put(memory)
+            memory.cache_note = self.cache.try_put(memory) or ""  # a full or read-only disk: served from memory
             return memory
 
     def _lock(self, key: str) -> threading.Lock:

@@ -101,6 +101,7 @@ class VideoMemory:
     timings: dict[str, float] = field(default_factory=dict)
     damage: list[LostStretch] = field(default_factory=list)  # stretches of a damaged file that did not decode
     from_cache: bool = False
+    cache_note: str = ""  # why this memory could not be saved in the cache ("" when it was); not stored
     # Streaming ingest: the memory holds the video up to this time (seconds); None when it holds all of it.
     ingested_until: float | None = None
     chapters: Any = None  # model.qa.chapters.Chapters, once built for a complete memory
