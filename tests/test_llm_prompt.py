@@ -1,4 +1,4 @@
-"""Prompt assembly: template order, token ids as the official InternVideo2 builder makes them,
+"""Prompt assembly: template order, token ids as the official InternVideo2 builder makes them (but one BOS),
 embedding-table parity with the model's own input embeddings, history, subtitles, validation.
 
 Mistral-v0.3's tokenizer cannot be fetched offline, so the Mistral template is checked with a small
@@ -99,6 +99,11 @@ def official_ids(tokenizer, conversation: str, n_embeds: list[int]) -> list[list
     return out
 
 
+def bos_once(official: list[list[int] | int]) -> list[list[int] | int]:
+    """The official ids with one BOS: the BOS the official builder puts before every later run is dropped."""
+    return [p[1:] if isinstance(p, list) and i and p[:1] == [1] else p for i, p in enumerate(official)]
+
+
 def official_conversation(msg: str, history: list[tuple[str, str]], question: str, subtitles: str = "") -> str:
     """The conversation string of the official `chat()` (plus the evaluated subtitle block)."""
     conv = "[INST] "
@@ -129,17 +134,19 @@ def test_mistral_template_matches_official_builder(mistral: PromptBuilder, mistr
     )
     msg = " The video contains 8 frames sampled at 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5 seconds. "
     assert format_frame_times(times) == "0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5"
-    expected = official_ids(mistral.tokenizer, official_conversation(msg, history, inputs.question), [96])
+    official = official_ids(mistral.tokenizer, official_conversation(msg, history, inputs.question), [96])
+    expected = bos_once(official)
+    assert expected != official  # the official builder does put a BOS after the video block
     got = mistral.token_layout(inputs)
     assert [p if isinstance(p, list) else p.shape[0] for p in got] == expected
 
     ids = flatten(got)
     print("mistral-internvideo2 ids (-1 = video embedding row):", ids)
-    # Pinned structure: BOS + [INST] open the first run; the second run (after the 96 embeddings) gets its
-    # own BOS (tokenizer defaults per piece), then [/INST], the past turn closed by </s>, and the question.
+    # Pinned structure: BOS + [INST] open the prompt, the only BOS; after the 96 embeddings [/INST], the past
+    # turn closed by </s>, and the question.
     assert ids[:2] == [1, 3]
     assert ids[ids.index(-1) : ids.index(-1) + 96] == [-1] * 96 and ids.count(-1) == 96
-    assert [i for i in ids if i in (1, 2, 3, 4)] == [1, 3, 1, 4, 3, 4, 2, 3, 4]
+    assert [i for i in ids if i in (1, 2, 3, 4)] == [1, 3, 4, 3, 4, 2, 3, 4]
     assert ids[-1] == 4
 
     # Embedding parity: text rows are the model's own input embeddings of those ids; video rows are the clip.
@@ -162,7 +169,9 @@ def test_mistral_subtitles_before_video_and_instructions_prefix(mistral: PromptB
     msg = " The video contains 2 frames sampled at 0.5, 2.5 seconds. "
     conv = official_conversation(msg, [], inputs.question, subtitles="[00:01] hello there")
     got = mistral.token_layout(inputs)
-    assert [p if isinstance(p, list) else p.shape[0] for p in got] == official_ids(mistral.tokenizer, conv, [96])
+    assert [p if isinstance(p, list) else p.shape[0] for p in got] == bos_once(
+        official_ids(mistral.tokenizer, conv, [96])
+    )
     text = mistral.layout(inputs)[0]
     assert text == "[INST] This video's subtitles are listed below: [00:01] hello there\n<Video>"
     # Instructions go before [INST], as the official `instruction` argument does.
@@ -333,3 +342,52 @@ def test_segment_costs_add_up_to_the_built_prompt(request: pytest.FixtureRequest
     # The intro uses the video's clock: h:mm:ss for a 2-hour video, costing more tokens than mm:ss.
     intro = builder.layout(PromptInputs(question="q", segments=segs[:2], duration=duration))[0]
     assert isinstance(intro, str) and ("Clip 1 [0:30:00-0:30:08]" in intro) == (duration > 3600)
+
+
+MISTRAL_V03_SP = "mistral_instruct_tokenizer_240323.model.v3"  # Mistral-7B-v0.3's sentencepiece model
+
+
+@pytest.fixture(scope="module")
+def mistral_v03(tmp_path_factory: pytest.TempPathFactory) -> tuple[PromptBuilder, object]:
+    """Mistral-7B-Instruct-v0.3's own tokenizer (mistral-common ships its sentencepiece model, offline) in a model
+    folder with a random embedding table; and mistral-common's tokenizer of the same model, as the reference."""
+    import json
+    import shutil
+
+    mistral_common = pytest.importorskip("mistral_common")
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, MistralConfig
+
+    sp = Path(mistral_common.__file__).parent / "data" / MISTRAL_V03_SP
+    src = tmp_path_factory.mktemp("mistral_v03_sp")
+    shutil.copy(sp, src / "tokenizer.model")
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": False, **special}
+    (src / "tokenizer_config.json").write_text(json.dumps(config))
+    out = tmp_path_factory.mktemp("mistral_v03")
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)  # converted once to tokenizer.json, as on the hub
+    MistralConfig(vocab_size=32768, hidden_size=64).save_pretrained(out)
+    save_file({"model.embed_tokens.weight": torch.randn(32768, 64, generator=torch.Generator().manual_seed(0))},
+              str(out / "model.safetensors"))  # fmt: skip
+    return PromptBuilder("mistral-internvideo2", out), MistralTokenizer.from_file(str(sp)).instruct_tokenizer.tokenizer
+
+
+def test_mistral_v03_prompt_ids_have_one_bos(mistral_v03: tuple[PromptBuilder, object]) -> None:
+    builder, reference = mistral_v03
+    for text in ("What happens in the video?", "</Video> The video contains 2 frames", "naïve café 漢字\nok"):
+        assert builder.tokenize(text) == reference.encode(text, bos=False, eos=False)  # type: ignore[attr-defined]
+    inputs = PromptInputs(question="What happens?", segments=[VideoSegment(0.0, 4.0, [0.5, 2.5], torch.zeros(4, 64))])
+    layout = builder.token_layout(inputs)
+    assert [p if isinstance(p, list) else p.shape[0] for p in layout] == [
+        [1, 3, 1291, 12529, 29535],  # <s> [INST] ▁< Video >
+        4,
+        [2635, 12529, 29535, 1183, 4566, 6644, 29473, 29518, 16574, 5313, 10435, 1206, 29473, 29502, 29491, 29550,
+         29493, 29473, 29518, 29491, 29550, 7999, 29491, 4, 29473, 3, 2592, 7649, 29572, 29473, 4],  # no <s> here
+    ]  # fmt: skip
+    ids = flatten(layout)
+    assert ids.count(1) == 1 and ids[0] == 1 == builder.tokenizer.bos_token_id
+    embeds = builder.build(inputs)
+    assert embeds.shape == (len(ids), 64)
+    text_rows = [i for i, t in enumerate(ids) if t >= 0]
+    assert torch.equal(embeds[text_rows], builder.embed_table[[t for t in ids if t >= 0]])

@@ -2,8 +2,9 @@
 
 Templates are data (prompts/<name>.json). Text is embedded with the LLM's own input-embedding table,
 read alone from the model folder's safetensors, so the LLM is never loaded twice. Tokenisation follows
-the InternVideo2 chat builder: every text run between two embedding blocks is tokenised on its own with
-the tokenizer's defaults (for Mistral that puts a BOS before each run).
+the InternVideo2 chat builder (every text run between two embedding blocks is tokenised on its own), except
+that the special tokens a tokenizer puts before a text (Mistral's BOS) come once, at the very start: the
+official builder's BOS before every run puts "start of a new sequence" in the middle of the prompt.
 """
 
 from __future__ import annotations
@@ -216,16 +217,25 @@ class PromptBuilder:
         self.embed_table = table.to(dtype) if dtype is not None else table
         self.dtype = self.embed_table.dtype
         self._text_cost = functools.lru_cache(maxsize=8192)(self.count_tokens)
-        self._run_specials = len(self.tokenize(""))  # special tokens the tokenizer adds to every run (Mistral: BOS)
+        self.lead_ids = self._leading_specials()  # what starts the prompt (Mistral: [BOS]; SmolLM2: none)
 
     # -- text -------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes inside a prompt (no special tokens added)."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenize(text))
 
     def tokenize(self, text: str) -> list[int]:
-        """One text run as the official builder tokenises it: tokenizer defaults."""
-        return list(self.tokenizer(text)["input_ids"])
+        """The ids of one text run, without the tokenizer's special tokens (see `lead_ids`)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _leading_specials(self) -> list[int]:
+        """The special tokens the tokenizer puts before a text by default (any it appends, such as EOS, are not
+        wanted at the end of a prompt)."""
+        probe = "a"
+        plain = self.tokenize(probe)
+        full = list(self.tokenizer(probe)["input_ids"])
+        starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
+        return full[: starts[0]] if starts else []
 
     # -- layout -----------------------------------------------------------------------------------
     def layout(self, inputs: PromptInputs) -> list[str | torch.Tensor]:
@@ -319,8 +329,8 @@ class PromptBuilder:
             return self.text_cost(before + self._segment_text(segment))
         rows = int(segment.embeddings.shape[0])
         after = t.video_close + self._frame_times(segment) + self._segment_text(segment)
-        # The block splits the text run: the run after it gets the tokenizer's special tokens again.
-        return self.text_cost(before + t.video_open) + rows + self._run_specials + self.text_cost(after)
+        # The block splits the text run: each side is tokenised on its own.
+        return self.text_cost(before + t.video_open) + rows + self.text_cost(after)
 
     def _check_block(self, block: Any, index: int) -> torch.Tensor:
         if not isinstance(block, torch.Tensor) or block.ndim != 2 or block.shape[1] != self.hidden_size:
@@ -333,8 +343,17 @@ class PromptBuilder:
         return block.detach().to(device="cpu", dtype=self.dtype)
 
     def token_layout(self, inputs: PromptInputs) -> list[list[int] | torch.Tensor]:
-        """`layout` with every text run tokenised (ids) and embedding blocks kept."""
-        return [self.tokenize(p) if isinstance(p, str) else p for p in self.layout(inputs)]
+        """`layout` with every text run tokenised (ids) and embedding blocks kept; `lead_ids` open the prompt."""
+        parts: list[list[int] | torch.Tensor] = [
+            self.tokenize(p) if isinstance(p, str) else p for p in self.layout(inputs)
+        ]
+        if self.lead_ids:
+            first = parts[0] if parts else None
+            if isinstance(first, list):
+                parts[0] = self.lead_ids + first
+            else:
+                parts.insert(0, list(self.lead_ids))
+        return parts
 
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
         """Rows of the LLM's own input-embedding table: `[len(ids), hidden]`."""
