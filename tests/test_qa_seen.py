@@ -134,6 +134,21 @@ def test_a_clips_tags_keep_the_first_sighting_and_the_most_seen_at_once() -> Non
     assert tag_frames(8, 8) == list(range(8)) and tag_frames(3, 8) == [0, 1, 2] and tag_frames(8, 0) == []
 
 
+def test_a_weak_one_frame_guess_is_not_a_sighting() -> None:
+    frames = [
+        (48.0, [Tag("bird", 0.92, "object")]),  # sure: kept though alone
+        (50.0, [Tag("cat", 0.54, "object")]),  # a cartoon taken for a cat, once
+        (52.0, [Tag("motorcycle", 0.99, "object")]),
+        (58.0, [Tag("dog", 0.55, "object")]),  # weak, but the next frame sees it too
+        (60.0, [Tag("dog", 0.6, "object"), Tag("cat", 0.9, "object")]),
+    ]
+    seen = SeenTags.from_frames(frames, sure=0.7)
+    assert seen.labels == ["bird", "motorcycle", "dog", "cat"]
+    assert seen.times == [48.0, 52.0, 58.0, 60.0], "the cat is first seen where it really is"
+    assert SeenTags.from_frames(frames).labels == ["bird", "cat", "motorcycle", "dog"], "sure=0 keeps everything"
+    assert SeenTags.from_frames(frames[1:2], sure=0.7).labels == []
+
+
 # ---------------------------------------------------------------------------------------------- label names
 def test_label_files_hold_the_models_classes() -> None:
     coco = coco_labels()

@@ -60,6 +60,7 @@ class IngestConfig:
     model_ids: dict[str, Any] = field(default_factory=dict)  # which models made a memory: part of its key
     ocr_frames_per_clip: int = 2  # frames of each clip read by OCR (evenly spaced, ending on the last)
     tag_frames_per_clip: int = 8  # frames of each clip the visual tagger looks at (evenly strided from the first)
+    tag_sure_score: float = 0.7  # a tag below this needs a neighbouring tagged frame that sees it too
     decode_batch_clips: int = 16  # clips decoded per call (bounded memory for long videos)
     encode_batch_clips: int = 8
     thumb_width: int = 160
@@ -107,6 +108,18 @@ class SeenTags:
     times: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[tuple[float, Sequence[VisualTag]]], sure: float = 0.0) -> SeenTags:
+        """The tags of a clip's tagged frames (in time order). A detection below `sure` counts only when the same
+        label is also found in a neighbouring tagged frame: a thing really there stays a while, while a one-frame
+        guess (a cartoon taken for a cat) does not, and would otherwise be its first sighting."""
+        seen = cls()
+        labels = [{tag.label for tag in tags} for _, tags in frames]
+        for k, (t, tags) in enumerate(frames):
+            near = (labels[k - 1] if k > 0 else set()) | (labels[k + 1] if k + 1 < len(frames) else set())
+            seen.add_frame([tag for tag in tags if tag.score >= sure or tag.label in near], t)
+        return seen
 
     def add_frame(self, tags: Sequence[VisualTag], t: float) -> None:
         per_frame = Counter(tag.label for tag in tags)
@@ -179,6 +192,7 @@ class Ingestor:
         }
         if self.models.tagger is not None:  # only then: memories made without tags keep their keys
             extra["tag_frames"] = self.config.tag_frames_per_clip
+            extra["tag_sure"] = self.config.tag_sure_score
         return memory_key(content_hash(path), self.config.profile, {**asdict(sampling), **extra})
 
     # ------------------------------------------------------------------------------------------ cached entry
@@ -370,13 +384,11 @@ class Ingestor:
 
     def _tag_clip(self, images: np.ndarray, times: list[float]) -> SeenTags:
         """Objects and scene labels of a few frames of a clip, each with the first time it was seen."""
-        seen = SeenTags()
         tagger = self.models.tagger
         if tagger is None or self.config.tag_frames_per_clip <= 0:
-            return seen
-        for j in tag_frames(len(images), self.config.tag_frames_per_clip):
-            seen.add_frame(tagger.tag(images[j]), times[j])
-        return seen
+            return SeenTags()
+        frames = [(times[j], tagger.tag(images[j])) for j in tag_frames(len(images), self.config.tag_frames_per_clip)]
+        return SeenTags.from_frames(frames, self.config.tag_sure_score)
 
     def _ocr_clip(
         self, images: np.ndarray, times: list[float], gate: FrameGate | None = None
