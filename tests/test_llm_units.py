@@ -17,7 +17,7 @@ from model.errors import ConfigError, ModelAccessError
 from model.llm import EngineError, GenerationParams, create_engine
 from model.llm.guard import RepetitionGuard, StopTrimmer
 from model.llm.hf import FrequencyPenalty, TransformersEngine
-from model.llm.remote import RemoteEngine, encode_prompt_embeds
+from model.llm.remote import RemoteEngine, encode_prompt_embeds, wire_dtype
 from model.llm.vllm_engine import VLLMEngine
 from model.profiles import LLMSpec
 from model.runtime import resolve_llm_dir
@@ -202,3 +202,32 @@ def test_frequency_penalty_subtracts_per_earlier_use() -> None:
     ids = torch.tensor([[1, 3, 3], [4, 4, 4]])
     out = FrequencyPenalty(0.5)(ids, scores)
     assert out.tolist() == [[0.0, -0.5, 0.0, -1.0, 0.0], [0.0, 0.0, 0.0, 0.0, -1.5]]
+
+
+def test_remote_sends_the_prompt_in_the_model_dtype(smol_dir: Path, tmp_path: Path) -> None:
+    import base64
+    import io
+    import json
+
+    from vllm.renderers.embed_utils import safe_load_prompt_embeds
+
+    config = json.loads((smol_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))  # as the converted Mistral's
+    assert wire_dtype("auto", tmp_path) == torch.bfloat16
+    assert wire_dtype("auto", smol_dir) == torch.float32  # the packaged SmolLM2 folder is float32
+    assert wire_dtype("bfloat16", smol_dir) == torch.bfloat16  # the profile's dtype wins
+
+    embeds = torch.randn(256, 576)
+    sizes = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        remote = RemoteEngine("http://127.0.0.1:9", tmp_path, dtype=dtype, model_name="m")  # no request is made
+        wire = remote._payload(embeds, GenerationParams())["prompt_embeds"]
+        raw = base64.b64decode(wire)
+        sent = torch.load(io.BytesIO(raw), weights_only=True)
+        assert sent.dtype == dtype and torch.equal(sent, embeds.to(dtype))
+        sizes[dtype] = len(raw)
+        # vLLM's own loader takes it and casts it to the dtype the server runs in.
+        server = SimpleNamespace(enable_prompt_embeds=True, get_hidden_size=lambda: 576, dtype=torch.bfloat16)
+        assert torch.equal(safe_load_prompt_embeds(server, wire.encode()), embeds.to(torch.bfloat16))
+    assert 256 * 576 * 2 <= sizes[torch.bfloat16] < 256 * 576 * 2 + 2048  # 2 bytes a value, plus torch.save's header
+    assert sizes[torch.float32] > 1.9 * sizes[torch.bfloat16]
