@@ -391,3 +391,26 @@ def test_mistral_v03_prompt_ids_have_one_bos(mistral_v03: tuple[PromptBuilder, o
     assert embeds.shape == (len(ids), 64)
     text_rows = [i for i, t in enumerate(ids) if t >= 0]
     assert torch.equal(embeds[text_rows], builder.embed_table[[t for t in ids if t >= 0]])
+
+
+def test_token_ids_outside_the_embedding_table_are_a_prompt_error(
+    mistral_like_dir: Path, tmp_path: Path, mistral: PromptBuilder
+) -> None:
+    """A tokenizer with a token its model lacks (an added special token, a mismatched folder) is refused clearly."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "extra_token"
+    shutil.copytree(mistral_like_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_tokens(["<frame_marker>"], special_tokens=True)
+    tokenizer.save_pretrained(folder)
+    builder = PromptBuilder("mistral-internvideo2", folder)
+    rows = builder.embed_table.shape[0]
+    assert builder.tokenize("<frame_marker>") == [rows]  # one past the table's last row
+    with pytest.raises(PromptError, match=rf"token ids \[{rows}\].*\({rows} rows\)"):
+        builder.build(PromptInputs(question="What is <frame_marker>?"))
+    with pytest.raises(PromptError, match=r"token ids \[-1\]"):
+        mistral.embed_ids([5, -1])
+    assert builder.build(PromptInputs(question="What happens?")).shape[1] == 64  # ordinary text still builds

@@ -4,11 +4,13 @@ choice errors, the remote wire format (decoded by vLLM's own loader) and stop st
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -231,3 +233,27 @@ def test_remote_sends_the_prompt_in_the_model_dtype(smol_dir: Path, tmp_path: Pa
         assert torch.equal(safe_load_prompt_embeds(server, wire.encode()), embeds.to(torch.bfloat16))
     assert 256 * 576 * 2 <= sizes[torch.bfloat16] < 256 * 576 * 2 + 2048  # 2 bytes a value, plus torch.save's header
     assert sizes[torch.float32] > 1.9 * sizes[torch.bfloat16]
+
+
+class _CheckedWhere(torch.Tensor):
+    """A tensor that notes which thread computes `torch.isfinite` on it."""
+
+    threads: ClassVar[set[int]] = set()
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.isfinite:
+            cls.threads.add(threading.get_ident())
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+async def test_prompt_check_runs_off_the_event_loop(hf_engine: TransformersEngine) -> None:
+    from model.llm import PromptError
+
+    big = torch.randn(1000, 576)
+    big[-1, -1] = float("nan")
+    probe = big.as_subclass(_CheckedWhere)
+    with pytest.raises(PromptError, match="NaN"):
+        async for _ in hf_engine.stream(probe, GenerationParams(max_tokens=4), "nan-check"):
+            pass
+    assert _CheckedWhere.threads and threading.get_ident() not in _CheckedWhere.threads

@@ -357,7 +357,15 @@ class PromptBuilder:
 
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
         """Rows of the LLM's own input-embedding table: `[len(ids), hidden]`."""
-        return self.embed_table[torch.as_tensor(ids, dtype=torch.long)]
+        index = torch.as_tensor(ids, dtype=torch.long)
+        rows = self.embed_table.shape[0]
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows):
+            bad = sorted({i for i in ids if not 0 <= i < rows})
+            raise PromptError(
+                f"The tokenizer gave token ids {bad[:5]} that the language model's embedding table ({rows} rows) "
+                f"does not have: the tokenizer in {self.model_dir} does not match its model"
+            )
+        return self.embed_table[index]
 
     def build(self, inputs: PromptInputs, max_tokens: int = 0, max_model_len: int | None = None) -> torch.Tensor:
         """The whole prompt `[seq, hidden]`, validated for the engine (width, dtype, finite, length); `max_model_len`:
