@@ -102,11 +102,20 @@ def stream_config(args: argparse.Namespace) -> Any:
     return replace(config, chunk_s=chunk or config.chunk_s, first_chunk_s=first or chunk or config.first_chunk_s)
 
 
+async def _chapters_then_close(assistant: Any, runtime: Any, memory: Any) -> Any:
+    """The video's chapters (written by the LLM unless cached), then the engine closed in the same event loop."""
+    try:
+        return await assistant.chapters(memory)
+    finally:
+        await runtime.close()
+
+
 def ingest_command(args: argparse.Namespace) -> int:
     """Probe + clip plan + what a damaged file lost (fast, no models: the audio is decoded once to find damaged
     stretches); with --full also transcribe, encode and cache the memory."""
     from model.media import damage_note, decode_audio, merge_lost, plan_clips, probe, probe_damage
     from model.profiles import get_profile
+    from model.qa.chapters import to_youtube
 
     path = _check_file(args.video)
     info = probe(path)
@@ -139,6 +148,10 @@ def ingest_command(args: argparse.Namespace) -> int:
             job = assistant.streams.job(memory.key)
             if job is not None:
                 out["chunks"] = {"count": len(job.spans), "built": job.built, "reused": job.reused}
+            if not getattr(args, "no_chapters", False):
+                chapters = asyncio.run(_chapters_then_close(assistant, runtime, memory))
+                if chapters is not None:
+                    out["chapters"] = {**chapters.to_dict(), "youtube": to_youtube(chapters, memory.duration)}
         finally:
             close_runtime(runtime)
     if args.json:
@@ -157,6 +170,10 @@ def ingest_command(args: argparse.Namespace) -> int:
         if "memory" in out:
             m = out["memory"]
             print(f"memory {m['key']} ({'cached' if m['from_cache'] else 'built'}): {len(m['transcript'])} lines")
+        if "chapters" in out:
+            print("chapters:\n" + out["chapters"]["youtube"].rstrip())
+            if out["chapters"]["summary"]:
+                print(f"summary: {out['chapters']['summary']}")
         note = out["memory"].get("damage_note") if "memory" in out else out["damage_note"]
         if note:
             print(f"note: {note}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -16,17 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from model.errors import VideoChatError
 from model.llm import Engine, GenerationParams, PromptBuilder
 from model.memory.cache import MemoryCache
 from model.memory.ingest import IngestConfig, IngestModels, Ingestor
 from model.memory.records import VideoMemory
 from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
 from model.qa.answer import stream_answer
+from model.qa.chapters import Chapters, ChapterStore, write_chapters, writer_id
 from model.qa.dense import DenseSegment, dense_segment
 from model.qa.onset import OnsetFinder
 from model.qa.partial import needed_until, seen_note, split_unseen, unseen_note, waited_note
 from model.qa.plan import INSTRUCTIONS, plan_prompt
-from model.qa.search import ClipScores, Moment, QuestionVectors, find_moments, said_windows, score_clips
+from model.qa.search import SUMMARY, ClipScores, Moment, QuestionVectors, find_moments, said_windows, score_clips
 from model.qa.timeparse import parse_time_refs
 from model.qa.types import (
     MAX_QUESTION_CHARS,
@@ -40,6 +43,7 @@ from model.qa.types import (
 )
 
 Progress = Callable[[str, float], None]
+log = logging.getLogger(__name__)
 PROMPT_FRAME_TOKENS = 128  # the template's own text around context, history and question (an upper bound)
 
 
@@ -92,6 +96,7 @@ class Assistant:
         self.sampling_for = self.ingestor.sampling_for
         self.key_for = self.streams.key_for
         self._aborted: set[str] = set()
+        self._chapter_tasks: dict[str, asyncio.Future[Chapters]] = {}
         self._dense_encodes = 0
 
     # ------------------------------------------------------------------------------------------ ingest
@@ -245,6 +250,11 @@ class Assistant:
                 yield AnswerDelta(refusal.text)
                 yield AnswerDone(refusal)
                 return
+        if memory.complete and SUMMARY.search(question):  # whole-video questions see the chapters and summary
+            try:
+                await self.chapters(memory)
+            except VideoChatError as err:
+                log.warning("no chapters for %s: %s", memory.key[:8], err)
         prepared = await asyncio.to_thread(self.prepare, memory, question, history, settings)
         prepared.notes[:0] = waited
         prepared.timings["prepare_s"] = time.perf_counter() - t
@@ -261,6 +271,32 @@ class Assistant:
         )
         async for event in stream:
             yield event
+
+    async def chapters(self, memory: VideoMemory) -> Chapters | None:
+        """The video's chapters and summary (a complete memory only): kept on the memory and beside its cache entry,
+        else written now by the LLM, once per video and LLM (concurrent callers share the work)."""
+        if not memory.complete or not memory.clips:
+            return None
+        writer = writer_id(self.prompt_builder)
+        if isinstance(memory.chapters, Chapters) and memory.chapters.writer == writer:
+            return memory.chapters
+        store = ChapterStore(self.cache.entry_dir(memory.key), writer)
+        made = store.load()
+        if made is None:
+            task = self._chapter_tasks.get(memory.key)
+            if task is None:
+                task = asyncio.ensure_future(write_chapters(memory, self.engine, self.prompt_builder))
+                self._chapter_tasks[memory.key] = task
+                key = memory.key
+
+                def forget(_task: asyncio.Future[Chapters]) -> None:
+                    self._chapter_tasks.pop(key, None)
+
+                task.add_done_callback(forget)
+            made = await asyncio.shield(task)  # a stopped answer does not stop the chapters others wait for
+            store.save(made)
+        memory.chapters = made
+        return made
 
     async def wait_for_asked(self, memory: VideoMemory, question: str) -> tuple[VideoMemory, list[str], Answer | None]:
         """For a memory still being ingested: wait (up to `wait_for_ingest_s`) until the times the question asks

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from model.llm import PromptInputs, VideoSegment
 from model.memory.records import ClipRecord, VideoMemory
+from model.qa.chapters import chapter_context
 from model.qa.context import BEFORE, ContextChoice, asks_neighbour, select_clips
 from model.qa.dense import DenseSegment
 from model.qa.search import ClipScores, Moment, neighbour_line
@@ -133,6 +134,8 @@ def plan_prompt(
     conversation so far in its own budget (`history_budget` tokens, by default half the context budget), measured
     with `turn_cost(question, answer)` (by default the tokens of both)."""
     dense_cost = sum(segment_cost(d.segment) for d in dense)
+    chapters = chapter_context(memory, question)  # a whole-video question also gets the chapters and summary
+    dense_cost += count_tokens(chapters) if chapters else 0
     # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
     about_screen = settings.screen_without_speech and bool(tq.windows and SCREEN.search(question))
     has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
@@ -152,7 +155,7 @@ def plan_prompt(
         min_score=FOCUS_MIN_SCORE if focused else None,
     )
     # Subtitles: lines near the asked moments first, then the chosen clips (best first), then the rest.
-    subtitles = ""
+    subtitles = chapters
     answer_focus: list[Window] = []
     if has_speech:
         windows: list[Window] = [(max(0.0, d.segment.start - 3), d.segment.end + 3) for d in dense]
@@ -166,7 +169,7 @@ def plan_prompt(
             near = [s for s in transcript.segments if any(s.start < b and s.end > a for a, b in focus)]
             transcript = Transcript(segments=near, language=transcript.language, duration=transcript.duration)
         sub_budget = max(0, budget_tokens - choice.used_tokens - dense_cost)
-        subtitles = subtitle_lines(transcript, sub_budget, count_tokens, priority_windows=windows)
+        subtitles = chapters + subtitle_lines(transcript, sub_budget, count_tokens, priority_windows=windows)
 
     segments: list[VideoSegment] = []
     evidence: list[ClipEvidence] = []
