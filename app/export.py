@@ -40,8 +40,15 @@ def chat_markdown(turns: Sequence[Turn], video_name: str = "", duration: float |
 
 
 def write_chat_markdown(state: SessionState, profile: str = "") -> Path:
+    """The conversation, then the video's chapters and summary when it has them."""
     path = state.dir() / f"chat-{safe_stem(state.video_name)}.md"
-    path.write_text(chat_markdown(state.turns, state.video_name, state.duration, profile), encoding="utf-8")
+    text = chat_markdown(state.turns, state.video_name, state.duration, profile)
+    chapters = getattr(state.memory, "chapters", None)
+    if getattr(chapters, "chapters", None):
+        from model.qa.chapters import to_markdown
+
+        text += "\n" + to_markdown(chapters, float(state.duration or 0.0))
+    path.write_text(text, encoding="utf-8")
     return path
 
 
