@@ -85,6 +85,10 @@ class Profile:
     context_budget_tokens: int = 6000  # prompt budget for clips + subtitles
     max_new_tokens: int = 256
     temperature: float = 0.0
+    # Generation hygiene, passed to every engine alike (see model.llm.GenerationParams).
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
     notice: str = ""  # shown in the UI (e.g. what `lite` cannot see)
 
     def replace(self, **changes: object) -> Profile:
@@ -127,6 +131,8 @@ LITE = Profile(
     sampling=SamplingSpec(fps=0.5, frames_per_clip=8),
     context_budget_tokens=1100,  # prefill runs ~150 tok/s on 2 cores: keeps the first token under ~10 s
     max_new_tokens=200,
+    repetition_penalty=1.05,  # Qwen2.5's own generation setting
+    stop=("<|im_end|>", "<|im_start|>", "<|endoftext|>"),
     notice=(
         "Lite profile: no video-encoder weights are available offline. It sees, per sampled frame (one every "
         "2 s), which of 80 everyday object kinds are there (COCO: people, animals, vehicles, cups, tables...) "

@@ -257,6 +257,9 @@ class Runtime:
             context_budget_tokens=p.context_budget_tokens,
             max_new_tokens=p.max_new_tokens,
             temperature=p.temperature,
+            repetition_penalty=p.repetition_penalty,
+            frequency_penalty=p.frequency_penalty,
+            stop=p.stop,
             ingest=IngestConfig(profile=p.name, sampling=p.sampling, model_ids=self.model_ids()),
             **({} if stream is None else {"stream": stream}),
         )

@@ -455,3 +455,11 @@ def test_cli_ask_json_answers_with_citations_and_evidence(speech_video, tmp_path
     assert data["citations"] and all(0 <= c["seconds"] <= speech_video.duration for c in data["citations"])
     assert data["timings"]["ingest_s"] > 0 and data["timings"]["first_token_s"] > 0
     assert (tmp_path / "cache").is_dir() and any((tmp_path / "cache").iterdir()), "the memory was cached"
+
+
+@pytest.mark.slow
+def test_profile_generation_hygiene_reaches_the_engine_params(lite, lite_rt) -> None:
+    params = lite.generation_params(ChatSettings())
+    assert params.repetition_penalty == lite_rt.profile.repetition_penalty > 1.0
+    assert params.stop and "<|im_end|>" in params.stop and params.repetition_guard
+    assert params.max_tokens == lite_rt.profile.max_new_tokens

@@ -198,3 +198,12 @@ def test_each_context_rule_can_be_switched_off() -> None:
     assert "blue car" in spoken.inputs.subtitles
     loose, _ = plan("What happens at 0:35?", settings=RetrievalSettings(time_without_unrelated=False))
     assert len(loose.choice.clips) > 1 and any(r == "overview" for r in loose.choice.reasons.values())
+
+
+def test_screen_text_carries_when_it_was_read_and_moments_reach_the_prompt() -> None:
+    p, moments = plan("When is GARDEN on screen?")
+    texts = [s.text for s in p.inputs.segments]
+    assert any("On screen: [00:24] GARDEN" in t for t in texts), texts
+    assert moments and any(t.startswith("Search found on screen: GARDEN") and "[00:24]" in t for t in texts), texts
+    bare, _ = plan("When is GARDEN on screen?", settings=RetrievalSettings(moments_in_prompt=False))
+    assert not any(s.text.startswith("Search found") for s in bare.inputs.segments)

@@ -309,6 +309,16 @@ class Metrics:
     citation_precision: float
     answer_accuracy: float
     answer_strict_accuracy: float
+    answer_words_median: float = 0.0
+    answer_words_max: int = 0
+    repeating_answers: int = 0  # answers that say one sentence twice
+
+
+def repeats_itself(text: str) -> bool:
+    """A sentence (of 4+ words) that appears twice: the loop SmolLM2-135M fell into."""
+    sentences = [" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    sentences = [s for s in sentences if len(s.split()) >= 4]
+    return len(sentences) != len(set(sentences))
 
 
 def overlaps(start: float, end: float, t0: float, t1: float, slack: float = 0.0) -> bool:
@@ -394,6 +404,7 @@ def summarise(results: list[QuestionResult]) -> Metrics:
     def share(values: list[bool]) -> float:
         return round(sum(values) / n, 4) if n else 0.0
 
+    lengths = [len(r.answer.split()) for r in results]
     all_ok = sum(r.citations_ok for r in results)
     all_cites = sum(len(r.citations) for r in results)
     return Metrics(
@@ -405,6 +416,9 @@ def summarise(results: list[QuestionResult]) -> Metrics:
         citation_precision=round(all_ok / all_cites, 4) if all_cites else 0.0,
         answer_accuracy=share([r.answered for r in results]),
         answer_strict_accuracy=share([r.answered_strict for r in results]),
+        answer_words_median=float(statistics.median(lengths)) if lengths else 0.0,
+        answer_words_max=max(lengths, default=0),
+        repeating_answers=sum(repeats_itself(r.answer) for r in results),
     )
 
 
@@ -437,9 +451,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(ABLATIONS),
         help="also run with this context rule off (repeatable): its figures show what the rule is worth",
     )
+    parser.add_argument("--ablate-limit", type=int, default=None, help="ablation runs ask only the first N questions")
 
 
-ABLATIONS = ("focus_subtitles", "screen_without_speech", "time_without_unrelated")
+ABLATIONS = ("focus_subtitles", "screen_without_speech", "time_without_unrelated", "moments_in_prompt")
 
 
 def load_lite_runtime(profile_name: str = "lite", engine: str | None = None, llm_url: str | None = None) -> Any:
@@ -475,7 +490,11 @@ def run(args: argparse.Namespace) -> dict:
 
     ablated: dict[str, list[QuestionResult]] = {}
 
-    async def ask_all(assistant: Any, memory: VideoMemory, settings: Any, label: str) -> list[QuestionResult]:
+    subset = questions[: args.ablate_limit] if args.ablate_limit else questions
+
+    async def ask_all(
+        assistant: Any, memory: VideoMemory, settings: Any, label: str, questions: list[EvalQuestion] = questions
+    ) -> list[QuestionResult]:
         results = []
         for i, q in enumerate(questions, start=1):
             r = await _ask_one(assistant, memory, q, settings)
@@ -498,7 +517,7 @@ def run(args: argparse.Namespace) -> dict:
             results = await ask_all(assistant, memory, settings, "")
             for rule in args.ablate:
                 off = dataclasses.replace(settings, retrieval=dataclasses.replace(settings.retrieval, **{rule: False}))
-                ablated[rule] = await ask_all(assistant, memory, off, f" without {rule}")
+                ablated[rule] = await ask_all(assistant, memory, off, f" without {rule}", subset)
             return memory, results, ingest_s
         finally:
             await runtime.close()
@@ -546,7 +565,15 @@ def run(args: argparse.Namespace) -> dict:
         },
     }
     if ablated:
+        baseline = results[: len(subset)]
         out["ablations"] = {
+            "questions": len(subset),
+            "with every rule": {
+                "overall": asdict(summarise(baseline)),
+                "per_kind": {k: asdict(summarise([r for r in baseline if r.kind == k])) for k in KINDS},
+            },
+        }
+        out["ablations"] |= {
             f"without {rule}": {
                 "overall": asdict(summarise(rs)),
                 "per_kind": {k: asdict(summarise([r for r in rs if r.kind == k])) for k in KINDS},

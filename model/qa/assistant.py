@@ -64,6 +64,9 @@ class AnswerConfig:
     max_question_chars: int = MAX_QUESTION_CHARS
     max_new_tokens: int = 256
     temperature: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
     ingest: IngestConfig = field(default_factory=IngestConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)  # chunked, resumable ingest
     wait_for_ingest_s: float = 60.0  # a question about a time not ingested yet waits this long at most
@@ -229,6 +232,9 @@ class Assistant:
             temperature=float(self.config.temperature if g.temperature is None else g.temperature),
             top_p=g.top_p,
             seed=g.seed,
+            stop=list(self.config.stop) or None,
+            repetition_penalty=self.config.repetition_penalty,
+            frequency_penalty=self.config.frequency_penalty,
         )
 
     async def ask(

@@ -25,8 +25,9 @@ INSTRUCTIONS = (
     "You answer questions about a video using only the context given: clips with their time ranges, "
     "text seen on screen, things seen in the pictures, and timed subtitles of what is said. "
     "When you state something from the video, "
-    "cite its time in square brackets like [{example}]. If the context does not contain the answer, say that "
-    "you cannot tell from the video. Answer briefly."
+    "cite its time in square brackets like [{example}]. Answer from the subtitles when the question is about "
+    "what is said. If the context does not contain the answer, say that you cannot tell from the video. "
+    "Answer briefly."
 )
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
@@ -69,10 +70,32 @@ def seen_line(clip: ClipRecord, duration: float, limit: int = SEEN_LIMIT) -> str
     return ("Seen: " + "; ".join(f"[{at}] {', '.join(labels)}" for at, labels in groups.items())) if groups else ""
 
 
+def screen_line(clip: ClipRecord, duration: float) -> str:
+    """A clip's on-screen text with the time each line was first read: "On screen: [00:22] LIBRARY | [00:30] MARKET"
+    (the model cites the time the text shows, not the clip's start)."""
+    if not clip.ocr:
+        return ""
+    if len(clip.ocr_times) != len(clip.ocr):
+        return "On screen: " + clip.ocr_text
+    lines = [f"[{format_time(t, duration)}] {text}" for text, t in zip(clip.ocr, clip.ocr_times, strict=True)]
+    return "On screen: " + " | ".join(lines)
+
+
+def moment_segment(moment: Moment, duration: float) -> VideoSegment:
+    """A moment that search found for a "when" question, as a prompt line the answer can cite."""
+    return VideoSegment(
+        start=moment.start,
+        end=max(moment.end, moment.start),
+        frame_times=[],
+        embeddings=None,
+        text=f"Search found {moment.reason}, starting at [{format_time(moment.start, duration)}]",
+    )
+
+
 def clip_segment(clip: ClipRecord, use_ocr: bool, use_tags: bool = True, duration: float = 0.0) -> VideoSegment:
     """The prompt segment a memory clip becomes: its embeddings (when encoded), its on-screen text and what its
     frames were seen to show (visual tags, with times)."""
-    parts = [("On screen: " + clip.ocr_text) if use_ocr and clip.ocr else ""]
+    parts = [screen_line(clip, duration or clip.end) if use_ocr else ""]
     parts.append(seen_line(clip, duration or clip.end) if use_tags else "")
     return VideoSegment(
         start=clip.start,
@@ -133,7 +156,8 @@ def plan_prompt(
     """Clips in budget (asked times, then ranks, then an overview), then subtitles nearest what was asked; the
     conversation so far in its own budget (`history_budget` tokens, by default half the context budget), measured
     with `turn_cost(question, answer)` (by default the tokens of both)."""
-    dense_cost = sum(segment_cost(d.segment) for d in dense)
+    found = [moment_segment(m, memory.duration) for m in moments] if settings.moments_in_prompt else []
+    dense_cost = sum(segment_cost(d.segment) for d in dense) + sum(segment_cost(f) for f in found)
     chapters = chapter_context(memory, question)  # a whole-video question also gets the chapters and summary
     dense_cost += count_tokens(chapters) if chapters else 0
     # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
@@ -184,6 +208,7 @@ def plan_prompt(
     for d in dense:
         segments.append(d.segment)
         evidence.append(d.evidence)
+    segments += found  # the model states and cites what search found instead of guessing a clip start
     segments.sort(key=lambda s: s.start)  # chronological
     evidence.sort(key=lambda e: e.start)
     cost = turn_cost or (lambda q, a: count_tokens(q) + count_tokens(a))

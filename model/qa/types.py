@@ -14,7 +14,6 @@ from model.qa.context import ContextChoice
 from model.qa.search import ClipScores, Moment
 from model.qa.timeparse import TimeQuery
 
-
 MAX_QUESTION_CHARS = 2000  # longer questions are refused (UI, CLI, API) before any work
 
 
@@ -60,6 +59,7 @@ class RetrievalSettings:
     focus_subtitles: bool = True  # focused questions (a time, a "when", a said line, "after X") see only nearby lines
     screen_without_speech: bool = True  # "what does the sign say at 2:10?" gets no speech beside the screen
     time_without_unrelated: bool = True  # a question about a time gets no overview and only clearly matching ranks
+    moments_in_prompt: bool = True  # a "when" question's found moments are context lines the answer can cite
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class ClipEvidence:
     frame_time: float  # the representative (thumbnail) frame's time
     reason: str = ""
     thumbnail: np.ndarray | None = None  # uint8 [H, W, 3] RGB
+    video: str | None = None  # the video's name, in an answer about several videos
 
 
 @dataclass
@@ -100,7 +101,6 @@ class Answer:
         return {
             "text": self.text,
             "citations": [asdict(c) for c in self.citations],
-    video: str | None = None  # the video's name, in an answer about several videos
             "evidence": [{k: v for k, v in asdict(e).items() if k != "thumbnail"} for e in self.evidence],
             "moments": [asdict(m) for m in self.moments],
             "notes": list(self.notes),
