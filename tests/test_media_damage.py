@@ -419,3 +419,17 @@ def test_cli_ingest_shows_the_damage(damaged, undecodable_mp4):
     bad = _cli("ingest", str(undecodable_mp4), "--json")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("error:") and "no frame of its video" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_ask_json_carries_the_damage(damaged, tmp_path):
+    path = damaged("mkv-audio-cut")
+    out = subprocess.run(
+        [sys.executable, "launch.py", "ask", str(path), "What is said at the end?", "--json", "--profile", "tiny",
+         "--max-tokens", "8", "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)
+    assert any(s["kind"] == "audio" and s["start"] < T1 and s["end"] > T0 for s in data["damage"]), data["damage"]
+    assert any(n.startswith("This file is damaged") for n in data["notes"]), data["notes"]
