@@ -131,7 +131,9 @@ LITE = Profile(
     sampling=SamplingSpec(fps=0.5, frames_per_clip=8),
     context_budget_tokens=1100,  # prefill runs ~150 tok/s on 2 cores: keeps the first token under ~10 s
     max_new_tokens=200,
-    repetition_penalty=1.05,  # Qwen2.5's own generation setting
+    # vLLM applies repetition_penalty to the prompt's token ids, which an embeddings prompt does not have (stale
+    # ids of an earlier request): the frequency penalty counts generated tokens only, the same on every engine.
+    frequency_penalty=0.1,
     stop=("<|im_end|>", "<|im_start|>", "<|endoftext|>"),
     notice=(
         "Lite profile: no video-encoder weights are available offline. It sees, per sampled frame (one every "

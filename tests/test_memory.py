@@ -460,6 +460,6 @@ def test_cli_ask_json_answers_with_citations_and_evidence(speech_video, tmp_path
 @pytest.mark.slow
 def test_profile_generation_hygiene_reaches_the_engine_params(lite, lite_rt) -> None:
     params = lite.generation_params(ChatSettings())
-    assert params.repetition_penalty == lite_rt.profile.repetition_penalty > 1.0
+    assert params.frequency_penalty == lite_rt.profile.frequency_penalty > 0.0
     assert params.stop and "<|im_end|>" in params.stop and params.repetition_guard
     assert params.max_tokens == lite_rt.profile.max_new_tokens

@@ -73,9 +73,9 @@ async def _measure(engine: Any, builder: Any, concurrency: list[int], max_tokens
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from model.llm import PromptBuilder, create_engine, resolve_llm_dir
+    from model.llm import PromptBuilder, create_engine
     from model.profiles import get_profile
-    from model.runtime import pick_device
+    from model.runtime import pick_device, resolve_llm_dir
 
     profile = get_profile(args.profile)
     device = args.device or pick_device(profile)
