@@ -83,7 +83,9 @@ def _status_line(state: SessionState) -> str:
         parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
     if getattr(state.memory, "cache_note", ""):
         parts.append("not saved to the cache")
-    return " — ".join(parts)
+    line = " — ".join(parts)
+    note = getattr(state.memory, "damage_note", "")  # a damaged file: what was lost, where
+    return f"{line}\n\n⚠️ {html.escape(note)}" if note else line
 
 
 def disk_message(err: OSError) -> str:

@@ -218,6 +218,21 @@ def test_broken_upload_shows_error_and_app_keeps_working(browser, app_url, text_
         context.close()
 
 
+def test_damaged_upload_is_used_and_the_status_line_says_what_was_lost(browser, app_url, damaged_audio_mp4) -> None:
+    """An mp4 whose audio packets at 7.0-7.6 s do not decode: used, not refused, with the loss on the status line."""
+    context, page = open_page(browser, app_url)
+    try:
+        upload(page, damaged_audio_mp4)
+        wait_ready(page, READY_TIMEOUT_MS)
+        status = page.locator("#status-line").inner_text()
+        assert "This file is damaged" in status and "audio at 00:07" in status and "damaged audio" in status, status
+        assert not page.locator("#error-box").is_visible()
+        assert page.locator("#send").is_enabled()
+        _shot(page, "app_damaged.png")
+    finally:
+        context.close()
+
+
 def test_two_sessions_chat_about_different_videos(browser, app_url, speech_video, second_video) -> None:
     (ca, a), (cb, b) = open_page(browser, app_url), open_page(browser, app_url)
     try:
