@@ -308,3 +308,23 @@ def test_questions_over_a_partial_memory_say_how_far_it_has_seen() -> None:
     assert not none and ranged.windows[0].end == 750.0, "a range is cut where the memory ends"
     whole = VideoMemory("k", Path("/v.mp4"), "lite", info, Transcript(), [], {})
     assert seen_note(whole) == "" and whole.complete
+
+
+def test_frame_gate_reuses_reads_of_unchanged_frames_only() -> None:
+    import cv2
+
+    from model.memory.gate import FrameGate
+
+    slide = np.full((240, 320, 3), (30, 60, 120), np.uint8)
+    cv2.putText(slide, "Planets", (60, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 3)
+    noisy = np.clip(slide.astype(np.int16) + np.random.default_rng(0).integers(-3, 4, slide.shape), 0, 255)
+    caption = slide.copy()
+    cv2.putText(caption, "new line", (200, 225), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+    gate = FrameGate(0.03)
+    assert gate.reuse(slide) is None, "nothing read yet"
+    gate.remember(slide, ["Planets"])
+    assert gate.reuse(noisy.astype(np.uint8)) == ["Planets"], "encoder noise is not a change"
+    assert gate.reuse(caption) is None, "a small new caption in one corner is"
+    assert (gate.reads, gate.reused) == (1, 1)
+    gate.reset()
+    assert gate.reuse(slide) is None, "each chunk starts afresh"

@@ -297,6 +297,7 @@ class Ingestor:
         report: Progress | None = None,
         fraction: float = 0.0,
         ocr_gate: FrameGate | None = None,
+        tag_gate: FrameGate | None = None,
     ) -> IngestedBatch:
         """One batch of clips: decode their frames once, encode, rank-encode, read the screen, make the records.
 
@@ -334,7 +335,7 @@ class Ingestor:
             ocr_lines, ocr_times = self._ocr_clip(clip_images[j], shown[j], ocr_gate)
             timings["ocr_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            seen = self._tag_clip(clip_images[j], shown[j])
+            seen = self._tag_clip(clip_images[j], shown[j], tag_gate)
             timings["tags_s"] += time.perf_counter() - t
             out.clips.append(
                 ClipRecord(
@@ -382,12 +383,22 @@ class Ingestor:
             self.encoder_calls += len(images[i : i + step])
         return torch.cat(out)
 
-    def _tag_clip(self, images: np.ndarray, times: list[float]) -> SeenTags:
-        """Objects and scene labels of a few frames of a clip, each with the first time it was seen."""
+    def _tag_clip(self, images: np.ndarray, times: list[float], gate: FrameGate | None = None) -> SeenTags:
+        """Objects and scene labels of a few frames of a clip, each with the first time it was seen. With a `gate`,
+        a frame that looks like the last one tagged keeps that frame's tags instead of being tagged again."""
         tagger = self.models.tagger
         if tagger is None or self.config.tag_frames_per_clip <= 0:
             return SeenTags()
-        frames = [(times[j], tagger.tag(images[j])) for j in tag_frames(len(images), self.config.tag_frames_per_clip)]
+
+        def tag(image: np.ndarray) -> Any:
+            got = gate.reuse(image) if gate is not None else None
+            if got is None:
+                got = tagger.tag(image)
+                if gate is not None:
+                    gate.remember(image, got)
+            return got
+
+        frames = [(times[j], tag(images[j])) for j in tag_frames(len(images), self.config.tag_frames_per_clip)]
         return SeenTags.from_frames(frames, self.config.tag_sure_score)
 
     def _ocr_clip(

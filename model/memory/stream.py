@@ -48,7 +48,7 @@ class StreamConfig:
     chunk_s: float = 120.0  # seconds of video per chunk
     first_chunk_s: float = 30.0  # the first chunk is short: the chat opens after it
     audio_search_s: float = 8.0  # an audio window ends at the quietest point this far after its last clip
-    ocr_gate: float | None = 0.03  # FrameGate threshold; None reads every OCR frame
+    ocr_gate: float | None = 0.03  # FrameGate threshold for OCR and the tagger; None: every frame is read
     overlap_speech: bool = True  # transcribe the next chunk while this one's frames are processed
 
     def identity(self) -> dict[str, Any]:
@@ -428,13 +428,14 @@ class StreamIngestor:
             segments, language = self.transcribe_span(audio, span, report)
             timings["transcribe_s"] = time.perf_counter() - t
         gate = FrameGate(self.config.ocr_gate) if self.config.ocr_gate is not None else None
+        tag_gate = FrameGate(self.config.ocr_gate) if self.config.ocr_gate is not None else None
         group = plans[span.clip_start : span.clip_end]
         batch = max(1, ing.config.decode_batch_clips)
         clips, thumbs, retrieval, damage = [], [], [], []
         empty = Transcript(segments=[], language=None, duration=0.0)  # speech is attached below, once known
         for b0 in range(0, len(group), batch):
             part = ing.ingest_batch(
-                job.path, group[b0 : b0 + batch], job.sampling, empty, timings, report, b0 / len(group), gate
+                job.path, group[b0 : b0 + batch], job.sampling, empty, timings, report, b0 / len(group), gate, tag_gate
             )
             clips += part.clips
             thumbs += part.thumbnails
@@ -451,9 +452,9 @@ class StreamIngestor:
         for c in clips:
             c.transcript = speech_in(known, c.start, c.end)
         text_emb, seg_emb = ing.index_texts(clips, segments, timings)
-        if gate is not None:
-            timings["ocr_reads"] = float(gate.reads)
-            timings["ocr_reused"] = float(gate.reused)
+        if gate is not None and tag_gate is not None:
+            timings.update(ocr_reads=float(gate.reads), ocr_reused=float(gate.reused))
+            timings.update(tag_reads=float(tag_gate.reads), tag_reused=float(tag_gate.reused))
         return Chunk(
             span=span,
             clips=clips,
