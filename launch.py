@@ -29,6 +29,7 @@ BENCHES = {
     "eval": "tools.eval_memory",
     "app": "tools.bench.app",
     "tags": "tools.bench.tags",
+    "ingest": "tools.bench.ingest",
     "visual": "tools.eval_visual",
 }
 COMMANDS = ("serve", "ask", "ingest", "convert", "bench")
