@@ -28,6 +28,7 @@ BENCHES = {
     "memory": "tools.bench.memory",
     "eval": "tools.eval_memory",
     "app": "tools.bench.app",
+    "gpu": "tools.gpu_check",  # the GPU profile end to end on random weights of the real shapes (scripts/gpu_check.sh)
     "tags": "tools.bench.tags",
     "ingest": "tools.bench.ingest",
     "visual": "tools.eval_visual",
