@@ -4,7 +4,7 @@ python launch.py [serve]                 start the web app (default)
 python launch.py ask VIDEO "question"    answer one question about a video
 python launch.py ingest VIDEO --json     probe + clip plan (+ transcript, memory)
 python launch.py convert --from SRC --to DIR   convert InternVideo2-Chat-8B for vLLM
-python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval | app)
+python launch.py bench NAME ...          benchmarks (sample | encoder | llm | asr | memory | eval | app | library)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BENCHES = {
     "memory": "tools.bench.memory",
     "eval": "tools.eval_memory",
     "app": "tools.bench.app",
+    "library": "tools.bench.library",
     "gpu": "tools.gpu_check",  # the GPU profile end to end on random weights of the real shapes (scripts/gpu_check.sh)
     "tags": "tools.bench.tags",
     "ingest": "tools.bench.ingest",
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=2048.0)
     serve.add_argument("--max-duration-min", type=float, default=180.0)
     serve.add_argument("--concurrency", type=int, default=8, help="concurrent answers (vLLM batches them)")
+    serve.add_argument("--open", action="store_true", help="open the app in the default browser once it is ready")
+    serve.add_argument("--mcp", action="store_true", help="also serve MCP tools at /gradio_api/mcp/ (auth applies)")
+    serve.add_argument("--admin", default=None, help="comma list of signed-in users who see every user's videos")
+    serve.add_argument(
+        "--media-dir", action="append", default=None, help="a server folder the API/MCP may ingest videos from by path"
+    )
 
     ask = sub.add_parser("ask", help="answer one question about a video")
     _add_common(ask)

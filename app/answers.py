@@ -36,6 +36,16 @@ def cited_times(answer: Answer) -> list[float]:
     return out
 
 
+def cited_video_times(answer: Answer) -> list[tuple[str | None, float]]:
+    """(video name or None, time) of every cited time (range ends too): what an answer from the library links."""
+    out: list[tuple[str | None, float]] = []
+    for c in answer.citations:
+        out.append((c.video, float(c.seconds)))
+        if c.end is not None:
+            out.append((c.video, float(c.end)))
+    return out
+
+
 def evidence_items(answer: Any, memory: Any = None) -> list[tuple[np.ndarray, str]]:
     """Gallery items (thumbnail, "mm:ss–mm:ss") for the clips the answer was given (`ClipEvidence`)."""
     from app.links import format_clock
@@ -48,7 +58,9 @@ def evidence_items(answer: Any, memory: Any = None) -> list[tuple[np.ndarray, st
             thumb = memory.thumbnail(ev.index)  # the clip's cached JPEG, decoded
         if thumb is None:
             continue
-        items.append((thumb, f"{format_clock(ev.start, duration)}–{format_clock(ev.end, duration)}"))
+        label = f"{format_clock(ev.start, duration)}–{format_clock(ev.end, duration)}"
+        video = getattr(ev, "video", None)
+        items.append((thumb, f"{video} {label}" if video else label))
     return items
 
 

@@ -19,6 +19,8 @@ class AppSettings:
     session_ttl_s: int = 6 * 3600  # a session's state is dropped this long after its last use
     title: str = "VideoChat Studio"
     cache_dir: str | None = None  # video memories; None: the memory package's default
+    admins: tuple[str, ...] = ()  # signed-in users who see (and may delete) every user's videos in the library
+    media_dirs: tuple[str, ...] = ()  # server folders whose videos the API and MCP tools may ingest by path
 
     @property
     def max_file_size(self) -> int:
@@ -31,6 +33,8 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         max_duration_min=float(getattr(args, "max_duration_min", AppSettings.max_duration_min)),
         concurrency=int(getattr(args, "concurrency", AppSettings.concurrency)),
         cache_dir=getattr(args, "cache_dir", None),
+        admins=tuple(u.strip() for u in (getattr(args, "admin", None) or "").split(",") if u.strip()),
+        media_dirs=tuple(str(Path(d).expanduser().resolve()) for d in getattr(args, "media_dir", None) or []),
     )
     if s.max_upload_mb <= 0 or s.max_duration_min <= 0 or s.concurrency < 1:
         raise ConfigError("--max-upload-mb, --max-duration-min and --concurrency must be positive")

@@ -8,6 +8,7 @@ import os
 import sys
 
 from app.config import AppSettings, parse_auth, settings_from_args
+from app.launcher import start
 from app.ui import build_app, launch_options
 from model.errors import ConfigError
 
@@ -38,13 +39,16 @@ def serve(args: argparse.Namespace) -> int:
         demo = build_app(runtime, settings)
         try:
             # Blocks until Ctrl-C or SIGTERM (both reach Gradio as KeyboardInterrupt: it closes its server).
-            demo.launch(
-                server_name=args.host,
-                server_port=args.port,
+            # --mcp adds the MCP tools on the same port; --open opens the page in the default browser once ready.
+            start(
+                demo,
+                settings,
+                host=args.host,
+                port=args.port,
                 share=share,
                 auth=auth,
-                auth_message="VideoChat Studio: sign in" if auth else None,
-                **launch_options(settings),
+                mcp=bool(getattr(args, "mcp", False)),
+                open_browser=bool(getattr(args, "open", False)),
             )
         except OSError as err:  # the port is taken, the host is not this machine's...
             raise ConfigError(f"Cannot serve on {args.host}:{args.port}: {err}") from err

@@ -27,6 +27,11 @@ class Turn:
     stopped: bool = False
     error: str | None = None
     citations: list[float] | None = None
+    # An answer from the library (one or several videos): cited name -> (key, duration), the name unnamed
+    # citations belong to, and the checked (video, time) citations; None for a question about the player's video.
+    videos: dict[str, tuple[str, float]] | None = None
+    default_video: str | None = None
+    video_citations: list[tuple[str | None, float]] | None = None
 
 
 @dataclass
@@ -39,6 +44,9 @@ class SessionState:
     turns: list[Turn] = field(default_factory=list)
     request_id: str | None = None  # the answer streaming now, for Stop
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    user: str | None = None  # the signed-in user (None without sign-in)
+    video_key: str | None = None  # the library key of the video in the player
+    selection: list[str] = field(default_factory=list)  # library keys questions go to (empty: the player's video)
 
     @property
     def ready(self) -> bool:
@@ -73,6 +81,7 @@ class SessionState:
         self.memory = None
         self.video_path = None
         self.video_name = ""
+        self.video_key = None
         self.stage_seconds = {}
         self.cleanup()
 

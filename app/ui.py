@@ -21,6 +21,7 @@ from app.answers import (
     answer_moments,
     answer_text,
     cited_times,
+    cited_video_times,
     delta_text,
     done_answer,
     evidence_items,
@@ -28,7 +29,16 @@ from app.answers import (
 )
 from app.config import AppSettings
 from app.export import write_chat_markdown, write_subtitles
-from app.links import format_clock, linkify_times, moments_html, transcript_html
+from app.api import register_api
+from app.library import LibraryPanel, PageParts
+from app.links import (
+    format_clock,
+    linkify_times,
+    linkify_video_times,
+    moments_html,
+    transcript_html,
+    video_moments_html,
+)
 from app.state import SessionState, Turn, delete_session, uploads
 from model.errors import VideoChatError
 
@@ -52,7 +62,19 @@ def launch_options(settings: AppSettings) -> dict[str, Any]:
         "max_file_size": settings.max_file_size,
         "theme": gr.themes.Soft(),
         "show_error": True,
+        "allowed_paths": [str(library_root(settings))],  # the library's copies of the videos, for the player
     }
+
+
+def library_root(settings: AppSettings) -> Path:
+    """Where the library keeps its video copies (inside the memory cache folder)."""
+    from model.memory.library import library_root as root
+
+    if settings.cache_dir is not None:
+        return root(settings.cache_dir)
+    from model.assets import data_dir
+
+    return root(data_dir() / "memory")
 
 
 def _messages(state: SessionState, pending: bool = False) -> list[dict[str, str]]:
@@ -65,7 +87,10 @@ def _messages(state: SessionState, pending: bool = False) -> list[dict[str, str]
             body = f"⚠️ {html.escape(turn.error)}"
         else:
             cited = None if turn.citations is None else turn.citations
-            body = linkify_times(turn.answer, duration, cited)
+            if turn.videos is not None:  # an answer from the library: each citation names (or defaults to) its video
+                body = linkify_video_times(turn.answer, turn.videos, turn.video_citations, turn.default_video)
+            else:
+                body = linkify_times(turn.answer, duration, cited)
             if turn.stopped:
                 body += " _(stopped)_"
             elif not turn.answer and pending and i == len(state.turns) - 1:
@@ -126,6 +151,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
     """The whole page. `runtime`: a loaded `model.runtime.Runtime` shared by every session."""
     settings = settings or AppSettings()
     assistant = runtime.assistant(cache_dir=settings.cache_dir)
+    library = LibraryPanel(assistant, settings, {**runtime.model_ids(), "ocr": bool(runtime.profile.ocr)})
     profile = runtime.profile
     sampling = profile.sampling
 
@@ -157,6 +183,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     new_video = gr.Button("New video", size="sm")
                     dl_srt = gr.DownloadButton("Transcript .srt", size="sm", interactive=False, elem_id="dl-srt")
                     dl_vtt = gr.DownloadButton("Transcript .vtt", size="sm", interactive=False, elem_id="dl-vtt")
+                library.render()
 
             with gr.Column(scale=6):
                 chatbot = gr.Chatbot(
@@ -282,7 +309,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             dl_vtt,
             dl_md,
         ]
-        player.upload(
+        upload_event = player.upload(
             on_upload,
             [player, state, fps, frames_per_clip],
             upload_outputs,
@@ -313,7 +340,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             show_ev: bool,
         ) -> AsyncIterator[dict]:
             question = (question or "").strip()
-            if not isinstance(st, SessionState) or not st.ready:
+            if not isinstance(st, SessionState) or not (st.ready or st.selection):
                 gr.Warning("Upload a video first.")
                 return
             if not question:
@@ -335,13 +362,19 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             done = None
             last_yield = 0.0
             try:
-                stream = assistant.ask(st.memory, question, st.history(), chat_settings, request_id)
+                if st.selection:  # the videos picked in the library (one, several or all)
+                    stream, turn.videos, turn.default_video = library.ask_stream(
+                        st, question, chat_settings, request_id
+                    )
+                else:
+                    stream = assistant.ask(st.memory, question, st.history(), chat_settings, request_id)
                 async for event in stream:
                     answer = done_answer(event)
                     if answer is not None:
                         done = answer
                         turn.answer = answer_text(answer) or turn.answer
                         turn.citations = cited_times(answer)
+                        turn.video_citations = cited_video_times(answer)
                         break
                     turn.answer += delta_text(event)
                     now = time.perf_counter()
@@ -368,7 +401,13 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 send: gr.Button(interactive=True),
                 stop: gr.Button(interactive=False),
                 evidence: gallery or None,
-                moments: moments_html(found, duration=st.duration),
+                moments: (
+                    video_moments_html(
+                        [(m.video, m.start, m.end, m.text) for m in done.moments], turn.videos, turn.default_video
+                    )
+                    if done is not None and turn.videos is not None
+                    else moments_html(found, duration=st.duration)
+                ),
                 dl_md: gr.DownloadButton(value=str(md), interactive=True),
             }
 
@@ -421,6 +460,15 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
         clear.click(on_clear, [state], [chatbot, evidence, moments, dl_md], concurrency_limit=None)
         chatbot.clear(on_clear, [state], [chatbot, evidence, moments, dl_md], concurrency_limit=None)
 
+        # ---- library and API --------------------------------------------------------------------
+        page = PageParts(
+            state, player, status, error_box, chatbot, evidence, moments, transcript, textbox, send,
+            dl_srt, dl_vtt, dl_md, upload_event, unload, _status_line,
+        )  # fmt: skip
+        library.wire(page, demo)
+        register_api(library.service)
+
+    demo.videochat_service = library.service  # type: ignore[attr-defined]  # the MCP tools share it
     demo.queue(default_concurrency_limit=settings.concurrency)
     return demo
 

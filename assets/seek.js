@@ -2,6 +2,9 @@
   // Clicking a cited time ([mm:ss] links made by app/links.py) seeks the player.
   // One delegated listener on the document: chat messages, the transcript and the found
   // moments are re-rendered all the time, so per-link handlers would be lost.
+  // A link with data-video (a citation of an answer about several videos, [lecture2.mp4 03:10])
+  // first switches the player to that video: it asks the page's hidden switch (app/library.py),
+  // waits until #current-video names the video and the player has loaded it, then seeks.
   if (window.__videochatSeekInstalled) return;
   window.__videochatSeekInstalled = true;
 
@@ -9,9 +12,14 @@
     return document.querySelector("#player video");
   }
 
+  function currentVideo() {
+    const marker = document.querySelector("#current-video [data-video]");
+    return marker ? marker.dataset.video : "";
+  }
+
   window.videochatSeek = function (seconds) {
     const video = player();
-    if (!video || !isFinite(seconds)) return false;
+    if (!video || !isFinite(seconds) || !(video.currentSrc || video.src)) return false;
     const go = () => {
       const end = isFinite(video.duration) ? video.duration : seconds;
       video.currentTime = Math.max(0, Math.min(seconds, end));
@@ -19,6 +27,29 @@
     if (video.readyState >= 1) go();
     else video.addEventListener("loadedmetadata", go, { once: true });
     video.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    return true;
+  };
+
+  window.videochatSwitch = function (key, seconds) {
+    const box = document.querySelector("#video-switch textarea, #video-switch input");
+    const button = document.querySelector("#video-switch-go");
+    if (!box || !button) return false;
+    const before = player();
+    const beforeSrc = before ? before.currentSrc || before.src : "";
+    box.value = `${key}|${seconds}|${Date.now()}`;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    button.click();
+    const deadline = Date.now() + 60000;
+    const wait = () => {
+      const video = player();
+      const src = video ? video.currentSrc || video.src : "";
+      if (currentVideo() === key && video && src && src !== beforeSrc) {
+        window.videochatSeek(seconds);
+        return;
+      }
+      if (Date.now() < deadline) setTimeout(wait, 100);
+    };
+    setTimeout(wait, 100);
     return true;
   };
 
@@ -30,7 +61,13 @@
       event.preventDefault();
       event.stopPropagation();
       const raw = link.dataset.seek ?? link.getAttribute("href").slice(3);
-      window.videochatSeek(parseFloat(raw));
+      const seconds = parseFloat(raw);
+      const key = link.dataset.video;
+      if (key && key !== currentVideo()) {
+        window.videochatSwitch(key, seconds);
+      } else if (!window.videochatSeek(seconds) && key) {
+        window.videochatSwitch(key, seconds); // the player is empty (a new video was started): load it again
+      }
     },
     true, // capture: run before the chat's own link handling (which opens links in a new tab)
   );

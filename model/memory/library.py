@@ -133,6 +133,10 @@ class Library:
             return None
         return data if isinstance(data, dict) else None
 
+    def has(self, key: str) -> bool:
+        """Whether the library already holds this memory (for anyone)."""
+        return self._sidecar_path(key).is_file()
+
     def record(
         self,
         memory: VideoMemory,
