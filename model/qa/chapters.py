@@ -46,6 +46,7 @@ SUMMARY_INSTRUCTIONS = (
 )
 SUMMARY_QUESTION = "Summarize the video."
 CHAPTER_TEXT_CHARS = 700  # what a title prompt sees of its chapter
+CHANGE_FLOOR = 0.3  # text change (1 - cos) below this is talk going on (MiniLM: 0.05-0.26 within a topic)
 Embed = Callable[[list[str]], np.ndarray]
 
 
@@ -108,13 +109,14 @@ def novelty(rows: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
 
 def pick_peaks(scores: np.ndarray, times: Sequence[float], min_gap: float, limit: int, floor: float) -> list[int]:
     """Indices of the strongest scores, at least `min_gap` seconds apart (and from time 0), above a threshold from
-    the scores' own spread (median + 3 MAD, at least `floor`); at most `limit`, in time order."""
+    the scores' own spread: median + 3 MAD (a long video: changes are rare), or half the strongest change when that
+    is lower (a short one, where most edges lie near a change); never under `floor`. At most `limit`, in time order."""
     if len(scores) < 2:
         return []
     inner = scores[1:]
     med = float(np.median(inner))
     mad = float(np.median(np.abs(inner - med)))
-    threshold = max(floor, med + 3.0 * mad)
+    threshold = max(floor, min(med + 3.0 * mad, 0.5 * float(inner.max())))
     chosen: list[int] = []
     for i in sorted(range(1, len(scores)), key=lambda i: -scores[i]):
         if scores[i] < threshold or len(chosen) >= limit:
@@ -165,7 +167,7 @@ def chapter_bounds(memory: VideoMemory, min_len: float | None = None, limit: int
     clip_s = max(1e-3, float(np.median([c.end - c.start for c in clips])))
     k = max(2, round(25.0 / clip_s))  # about 25 s of clips each side
     scores = novelty(rows, valid, k)
-    peaks = pick_peaks(scores, [c.start for c in clips], min_len, limit, floor=0.15)
+    peaks = pick_peaks(scores, [c.start for c in clips], min_len, limit, floor=CHANGE_FLOOR)
     starts = [0.0]
     for i in peaks:
         t = refine(memory, i)
