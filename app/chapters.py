@@ -87,6 +87,7 @@ class ChapterPanel:
         self._jobs: dict[str, str] = {}  # session id -> the memory key of its ingest job
         self._drawn: dict[str, tuple[int, float]] = {}  # session id -> (transcript lines drawn, when)
         self._started: dict[str, float] = {}
+        self._partial: set[str] = set()  # sessions whose page shows a memory still being ingested
 
     # -- layout ------------------------------------------------------------------------------------------
     def render(self) -> None:
@@ -113,12 +114,17 @@ class ChapterPanel:
             job.remove_listener(progress)  # the upload's progress bar is gone once the handler returns
         self._jobs[st.session_id] = job.key
         self._drawn[st.session_id] = (len(memory.transcript.segments), time.perf_counter())
+        if memory.complete:
+            self._partial.discard(st.session_id)
+        else:
+            self._partial.add(st.session_id)
         return memory
 
     def forget(self, st: SessionState | None) -> None:
         if isinstance(st, SessionState):
             for d in (self._jobs, self._drawn, self._started):
                 d.pop(st.session_id, None)
+            self._partial.discard(st.session_id)
 
     def _job(self, st: SessionState | None) -> Any:
         if not isinstance(st, SessionState) or st.memory is None:
@@ -146,6 +152,9 @@ class ChapterPanel:
         async def on_started(st: SessionState | None) -> dict[Any, Any]:
             """After the upload handler: tick while the ingest runs; chapters at once when it is already done."""
             job = self._job(st)
+            log.info(
+                "after upload: job %s, done %s", None if job is None else job.key[:8], job is not None and job.done
+            )
             if job is None:
                 return idle()
             if not job.done:
@@ -153,7 +162,7 @@ class ChapterPanel:
                 out[self.progress] = progress_html(job.fraction, job.seen_until, job.duration)
                 out[self.ticker] = gr.Timer(active=True)
                 return out
-            return await self._finished(st, job, p, refresh=False)
+            return await self._finished(st, job, p)
 
         p.upload_event.then(
             on_started, [p.state], outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private"
@@ -182,19 +191,22 @@ class ChapterPanel:
                     out[p.transcript] = transcript_html(segments, duration=st.duration)
                     self._drawn[st.session_id] = (len(segments), time.perf_counter())
                 return out
-            return await self._finished(st, job, p, refresh=True)
+            return await self._finished(st, job, p)
 
         self.ticker.tick(
             on_tick, [p.state], outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private"
         )
 
-    async def _finished(self, st: SessionState | None, job: Any, p: Any, refresh: bool) -> dict[Any, Any]:
-        """The whole video is in: final status, transcript and subtitles (when they grew), then the chapters."""
+    async def _finished(self, st: SessionState | None, job: Any, p: Any) -> dict[Any, Any]:
+        """The whole video is in: final status, transcript and subtitles (when the page showed part of it), then
+        the chapters."""
         assert isinstance(st, SessionState)
         memory = job.memory
         st.memory = memory
+        log.info("%s is ingested (page showed part of it: %s)", st.video_name, st.session_id in self._partial)
         out: dict[Any, Any] = {self.progress: "", self.ticker: gr.Timer(active=False)}
-        if refresh:  # the upload showed a partial memory: the page catches up with the whole one
+        if st.session_id in self._partial:  # the upload showed a partial memory: the page catches up
+            self._partial.discard(st.session_id)
             started = self._started.get(st.session_id)
             st.stage_seconds = {
                 "first chunk": float(job.first_chunk_s or 0.0),
