@@ -27,6 +27,7 @@ from app.answers import (
     evidence_items,
     make_settings,
 )
+from app.chapters import ChapterPanel, ingest_line
 from app.config import AppSettings
 from app.export import write_chat_markdown, write_subtitles
 from app.api import register_api
@@ -103,6 +104,8 @@ def _messages(state: SessionState, pending: bool = False) -> list[dict[str, str]
 def _status_line(state: SessionState) -> str:
     if not state.ready:
         return NO_VIDEO
+    if not getattr(state.memory, "complete", True):  # still ingesting: never "ready" yet
+        return ingest_line(state)
     parts = [f"**{html.escape(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
     if state.stage_seconds:
         parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
@@ -152,6 +155,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
     settings = settings or AppSettings()
     assistant = runtime.assistant(cache_dir=settings.cache_dir)
     library = LibraryPanel(assistant, settings, {**runtime.model_ids(), "ocr": bool(runtime.profile.ocr)})
+    chapter_panel = ChapterPanel(assistant)  # long videos: chat after the first chunk, then chapters
     profile = runtime.profile
     sampling = profile.sampling
 
@@ -175,6 +179,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 status = gr.Markdown(NO_VIDEO, elem_id="status-line")
                 error_box = gr.Markdown("", elem_id="error-box", visible=False)
                 moments = gr.HTML("", elem_id="moments")
+                chapter_panel.render()
                 with gr.Accordion("Transcript", open=True):
                     transcript = gr.HTML(
                         '<div class="transcript empty">The transcript appears here.</div>', elem_id="transcript"
@@ -257,7 +262,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             timer = _StageTimer(progress)
             try:
                 _check_limits(path, settings)
-                memory = assistant.ingest(path, progress=timer, fps=float(fps_v), frames_per_clip=int(fpc_v))
+                memory = chapter_panel.first_memory(st, path, timer, float(fps_v), int(fpc_v))  # first chunk
             except (VideoChatError, OSError) as err:
                 message = str(err) if isinstance(err, VideoChatError) else disk_message(err)
                 log.info("upload refused: %s", err)
@@ -466,6 +471,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             dl_srt, dl_vtt, dl_md, upload_event, unload, _status_line,
         )  # fmt: skip
         library.wire(page, demo)
+        chapter_panel.wire(page, demo)
         register_api(library.service)
 
     demo.videochat_service = library.service  # type: ignore[attr-defined]  # the MCP tools share it
