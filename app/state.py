@@ -1,19 +1,21 @@
 """Per-browser-session state: one user's video, memory and conversation (held in `gr.State`).
 
-Nothing here is global: each session gets its own `SessionState` and its own temporary folder
-(subtitles, exports), removed when the session ends (`gr.State(delete_callback=...)`).
+Nothing here is global: each session gets its own `SessionState` and its own folder (subtitles, exports, its link
+to the upload) inside Gradio's upload folder, removed when the session ends (`gr.State(delete_callback=...)`,
+`demo.unload`); `app.access` serves those files to their owner only.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app.access import UploadRegistry as BaseUploadRegistry
+from app.access import session_folder
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,17 @@ class SessionState:
         return float(info.duration) if info is not None else None
 
     def dir(self) -> Path:
-        """This session's own temporary folder, made on first use."""
+        """This session's own folder, made on first use: inside Gradio's upload folder, so Gradio serves its files
+        in place (no copy in a shared cache that would outlive the session), to this session's user only."""
         if self.workdir is None or not self.workdir.exists():
-            self.workdir = Path(tempfile.mkdtemp(prefix=f"videochat-{self.session_id}-"))
+            self.workdir = session_folder(self.session_id)
+            uploads.attach(self.upload_key, self.workdir, getattr(self, "user", None))
         return self.workdir
+
+    @property
+    def upload_key(self) -> str:
+        """The key of this browser session's uploads (Gradio's session hash once known)."""
+        return getattr(self, "session_hash", None) or self.session_id
 
     def new_request_id(self) -> str:
         self.request_id = f"{self.session_id}-{uuid.uuid4().hex[:8]}"
@@ -87,6 +96,7 @@ class SessionState:
 
     def cleanup(self) -> None:
         if self.workdir is not None:
+            uploads.detach(self.upload_key, self.workdir)
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
@@ -99,40 +109,18 @@ def delete_session(state: SessionState | None) -> None:
         state.cleanup()
 
 
-class UploadRegistry:
-    """Which live sessions use which uploaded file, so a session's end removes files only it used.
-
-    Gradio stores an upload by content hash, so two sessions uploading the same video share one
-    file; it may be deleted only when the last of them lets go. (A count, not anyone's video.)
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[Path, set[str]] = {}
+class UploadRegistry(BaseUploadRegistry):
+    """`app.access.UploadRegistry` with the calls the page makes with a SessionState."""
 
     def hold(self, state: SessionState) -> None:
-        if state.video_path is None:
-            return
-        with self._lock:
-            self._users.setdefault(Path(state.video_path), set()).add(state.session_id)
+        """The session now uses `state.video_path` (its own link, taken when the upload arrived)."""
 
-    def release(self, state: SessionState, delete: bool = False) -> None:
-        """Stop counting `state`'s video; with `delete`, remove the file when no session holds it."""
-        if state.video_path is None:
-            return
-        path = Path(state.video_path)
-        with self._lock:
-            users = self._users.get(path, set())
-            users.discard(state.session_id)
-            if users:
-                return
-            self._users.pop(path, None)
+    def release(self, state: SessionState, delete: bool = False) -> None:  # type: ignore[override]
+        """The session stops using its video (its link goes); with `delete` the session ended: all of it goes."""
         if delete:
-            path.unlink(missing_ok=True)
-
-    def users(self, path: Path) -> set[str]:
-        with self._lock:
-            return set(self._users.get(Path(path), set()))
+            self.end_session(state.upload_key)
+        else:
+            self.drop(state.upload_key, state.video_path)
 
 
 uploads = UploadRegistry()

@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.access import install_file_guard
 from app.answers import (
     answer_moments,
     answer_text,
@@ -254,13 +255,21 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 dl_md: gr.DownloadButton(value=None, interactive=False),
             }
 
-        def on_upload(video: str | None, st: SessionState | None, fps_v: float, fpc_v: float, progress=gr.Progress()):
+        def on_upload(
+            video: str | None,
+            st: SessionState | None,
+            fps_v: float,
+            fpc_v: float,
+            request: gr.Request = None,  # type: ignore[assignment]  # Gradio fills it in
+            progress=gr.Progress(),
+        ):
             st, locked = unload(st)
             if not video:
                 return {**locked, status: NO_VIDEO, error_box: gr.Markdown(visible=False)}
             path = Path(video)
             timer = _StageTimer(progress)
             try:
+                path = own_upload(st, path, request)  # this session's own link: no other session's end takes it
                 _check_limits(path, settings)
                 memory = chapter_panel.first_memory(st, path, timer, float(fps_v), int(fpc_v))  # first chunk
             except (VideoChatError, OSError) as err:
@@ -465,6 +474,27 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
         clear.click(on_clear, [state], [chatbot, evidence, moments, dl_md], concurrency_limit=None)
         chatbot.clear(on_clear, [state], [chatbot, evidence, moments, dl_md], concurrency_limit=None)
 
+        # ---- files: each session's own, for its user only, gone when it ends -------------------------
+        def on_upload_arrived(video: str | None, request: gr.Request) -> None:
+            """Not queued: the session links the upload the moment it arrives, so a queued upload's file survives
+            the end of another session that uploaded the same bytes (Gradio stores them once)."""
+            if video and request is not None and request.session_hash:
+                try:
+                    uploads.adopt(request.session_hash, video, request.username)
+                except OSError as err:  # gone already: on_upload says so
+                    log.info("could not link upload %s: %s", video, err)
+
+        def on_page_load() -> None:
+            install_file_guard(getattr(demo, "server_app", None), uploads)  # once, before any file is asked for
+
+        def on_page_closed(request: gr.Request) -> None:
+            if request is not None and request.session_hash:
+                uploads.end_session(request.session_hash)
+
+        player.upload(on_upload_arrived, [player], None, concurrency_limit=None, show_progress="hidden")
+        demo.load(on_page_load, None, None)
+        demo.unload(on_page_closed)
+
         # ---- library and API --------------------------------------------------------------------
         page = PageParts(
             state, player, status, error_box, chatbot, evidence, moments, transcript, textbox, send,
@@ -481,6 +511,17 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
 
 def _display_name(path: Path) -> str:
     return path.name
+
+
+def own_upload(st: SessionState, path: Path, request: gr.Request | None) -> Path:
+    """This session's own link to its upload (made on arrival, or now); a typed error when the file is gone."""
+    if request is not None:
+        st.session_hash = request.session_hash  # type: ignore[attr-defined]
+        st.user = getattr(request, "username", None) or getattr(st, "user", None)  # type: ignore[attr-defined]
+    try:
+        return uploads.adopt(st.upload_key, path, getattr(st, "user", None))
+    except FileNotFoundError as err:
+        raise VideoChatError("The uploaded file is no longer on the server; please upload it again.") from err
 
 
 def _check_limits(path: Path, settings: AppSettings) -> None:

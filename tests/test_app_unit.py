@@ -12,7 +12,7 @@ import pytest
 from app.config import AppSettings, parse_auth, settings_from_args
 from app.export import chat_markdown, safe_stem
 from app.links import find_times, format_clock, linkify_times, moments_html, parse_clock, seek_link, transcript_html
-from app.state import SessionState, Turn, UploadRegistry, delete_session
+from app.state import SessionState, Turn, delete_session
 from model.errors import ConfigError
 from model.speech import Segment, Transcript, to_srt, to_vtt
 
@@ -169,20 +169,6 @@ def test_sessions_are_isolated() -> None:
     assert not da.exists() and db.exists()
     b.reset_video()
     assert not db.exists() and b.memory is None
-
-
-def test_upload_registry_deletes_only_when_last_session_lets_go(tmp_path: Path) -> None:
-    reg = UploadRegistry()
-    f = tmp_path / "up.mp4"
-    f.write_bytes(b"x")
-    a, b = SessionState(video_path=f), SessionState(video_path=f)
-    reg.hold(a)
-    reg.hold(b)
-    assert reg.users(f) == {a.session_id, b.session_id}
-    reg.release(a, delete=True)
-    assert f.exists() and reg.users(f) == {b.session_id}
-    reg.release(b, delete=True)
-    assert not f.exists() and reg.users(f) == set()
 
 
 def test_parse_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
