@@ -62,6 +62,19 @@ def test_missing_model_files_and_bad_input_fail_loudly(tmp_path: Path, tagger: V
     assert tagger.identity() != TaggerConfig(classifier="efficientnet-lite0").identity(), "the key follows the model"
 
 
+def test_ocr_reads_no_text_into_a_photos_texture() -> None:
+    import cv2
+
+    from model.vision import OCRReader
+
+    ocr = OCRReader.load()
+    for photo in ("chelsea.png", "coffee.png", "astronaut.png"):  # fur read as "福", a cup rim as "O" before
+        assert ocr.read(skimage_photo(photo)) == [], photo
+    sign = np.full((120, 320, 3), 255, np.uint8)
+    cv2.putText(sign, "HARBOR", (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (0, 0, 0), 4)
+    assert [t for t, _ in ocr.read(sign)] == ["HARBOR"], "real words still read"
+
+
 def test_eval_scoring_reads_the_models_own_words() -> None:
     when = VisualQuestion("when", "When does the cat appear?", 60.0, 74.0, [])
     assert answer_right(when, "The cat appears at [01:02].") and not answer_right(when, "At [00:50].")

@@ -28,7 +28,7 @@ _COCO_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bea
 
 # Everyday word -> labels (COCO names, ImageNet first names, or "@dogs"/"@cats"/"@animals" for a family).
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "bike": ("bicycle", "mountain bike", "bicycle-built-for-two", "tricycle"),
+    "bike": ("bicycle", "mountain bike", "bicycle-built-for-two"),
     "bicycle": ("bicycle", "mountain bike", "bicycle-built-for-two"),
     "cyclist": ("bicycle", "mountain bike"),
     "motorbike": ("motorcycle", "moped", "motor scooter"),

@@ -10,9 +10,12 @@ from model.errors import ModelAccessError
 class OCRReader:
     """`read(image uint8 [H, W, 3] RGB) -> [(text, confidence), ...]` in reading order (top to bottom)."""
 
-    def __init__(self, engine, min_confidence: float = 0.5) -> None:
+    def __init__(self, engine, min_confidence: float = 0.5, min_single_char_confidence: float = 0.9) -> None:
         self.engine = engine
         self.min_confidence = min_confidence
+        # A lone character is what the recogniser makes of texture (a cat's fur read as "福", a cup rim as "O"):
+        # kept only when the recogniser is sure; a line with no letter or digit at all ("■") is never text.
+        self.min_single_char_confidence = min_single_char_confidence
 
     @classmethod
     def load(cls, min_confidence: float = 0.5) -> OCRReader:
@@ -32,6 +35,9 @@ class OCRReader:
         lines = []
         for _box, text, score in result:
             text = str(text).strip()
-            if text and float(score) >= self.min_confidence:
-                lines.append((text, float(score)))
+            if not any(ch.isalnum() for ch in text) or float(score) < self.min_confidence:
+                continue
+            if len(text) == 1 and float(score) < self.min_single_char_confidence:
+                continue
+            lines.append((text, float(score)))
         return lines
