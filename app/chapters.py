@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,9 @@ def write_chapter_files(state: SessionState, chapters: Chapters) -> tuple[Path, 
 class ChapterPanel:
     """Streaming ingest and chapters for the page; one per app, sessions tell theirs apart by session id."""
 
-    def __init__(self, assistant: Any) -> None:
+    def __init__(self, assistant: Any, on_complete: Callable[[SessionState, Any], None] | None = None) -> None:
         self.assistant = assistant
+        self.on_complete = on_complete  # (state, request) when a video the page showed in part is all in
         self._jobs: dict[str, str] = {}  # session id -> the memory key of its ingest job
         self._drawn: dict[str, tuple[int, float]] = {}  # session id -> (transcript lines drawn, when)
         self._started: dict[str, float] = {}
@@ -149,7 +151,7 @@ class ChapterPanel:
                 self.ticker: gr.Timer(active=False),
             }
 
-        async def on_started(st: SessionState | None) -> dict[Any, Any]:
+        async def on_started(st: SessionState | None, request: gr.Request) -> dict[Any, Any]:
             """After the upload handler: tick while the ingest runs; chapters at once when it is already done."""
             job = self._job(st)
             log.info(
@@ -162,13 +164,13 @@ class ChapterPanel:
                 out[self.progress] = progress_html(job.fraction, job.seen_until, job.duration)
                 out[self.ticker] = gr.Timer(active=True)
                 return out
-            return await self._finished(st, job, p)
+            return await self._finished(st, job, p, request)
 
         p.upload_event.then(
             on_started, [p.state], outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private"
         )
 
-        async def on_tick(st: SessionState | None) -> dict[Any, Any]:
+        async def on_tick(st: SessionState | None, request: gr.Request) -> dict[Any, Any]:
             job = self._job(st)
             if job is None:
                 return {self.ticker: gr.Timer(active=False)}
@@ -191,13 +193,13 @@ class ChapterPanel:
                     out[p.transcript] = transcript_html(segments, duration=st.duration)
                     self._drawn[st.session_id] = (len(segments), time.perf_counter())
                 return out
-            return await self._finished(st, job, p)
+            return await self._finished(st, job, p, request)
 
         self.ticker.tick(
             on_tick, [p.state], outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private"
         )
 
-    async def _finished(self, st: SessionState | None, job: Any, p: Any) -> dict[Any, Any]:
+    async def _finished(self, st: SessionState | None, job: Any, p: Any, request: Any = None) -> dict[Any, Any]:
         """The whole video is in: final status, transcript and subtitles (when the page showed part of it), then
         the chapters."""
         assert isinstance(st, SessionState)
@@ -207,6 +209,8 @@ class ChapterPanel:
         out: dict[Any, Any] = {self.progress: "", self.ticker: gr.Timer(active=False)}
         if st.session_id in self._partial:  # the upload showed a partial memory: the page catches up
             self._partial.discard(st.session_id)
+            if self.on_complete is not None:  # e.g. the library, which keeps only complete memories
+                self.on_complete(st, request)
             started = self._started.get(st.session_id)
             st.stage_seconds = {
                 "first chunk": float(job.first_chunk_s or 0.0),

@@ -132,6 +132,17 @@ class LibraryPanel:
         self.marker = gr.HTML('<span data-video=""></span>', visible="hidden", elem_id="current-video")
 
     # ------------------------------------------------------------------------------------------ helpers
+    def record_session(self, st: SessionState, request: gr.Request | None) -> None:
+        """Add the session's video (its memory complete, in the cache) to the caller's library."""
+        if not (st.ready and st.video_path is not None and Path(st.video_path).is_file()):
+            return
+        try:
+            entry = self.service.record(st.memory, Path(st.video_path), st.video_name, self._caller(st, request))
+            st.video_key = entry.key
+        except (VideoChatError, OSError) as err:
+            log.warning("could not add %s to the library: %s", st.video_name, err)
+            gr.Warning(f"{st.video_name} could not be added to the library; questions still work.")
+
     def _caller(self, st: SessionState | None, request: gr.Request | None) -> Any:
         user = getattr(request, "username", None) or (st.user if isinstance(st, SessionState) else None)
         return self.service.caller(user)
@@ -243,17 +254,11 @@ class LibraryPanel:
         )
 
         def on_uploaded(st: SessionState | None, request: gr.Request) -> dict[Any, Any]:
-            """After an upload: the new video joins the library (a copy of its file is kept)."""
+            """After an upload: the new video joins the library (a copy of its file is kept); a long video still
+            being ingested joins when its ingest ends (app/chapters.py calls `record_session` then)."""
             st = state_of(st, request)
-            if st.ready and st.video_path is not None and Path(st.video_path).is_file():
-                try:
-                    entry = self.service.record(
-                        st.memory, Path(st.video_path), st.video_name, self._caller(st, request)
-                    )
-                    st.video_key = entry.key
-                except (VideoChatError, OSError) as err:
-                    log.warning("could not add %s to the library: %s", st.video_name, err)
-                    gr.Warning(f"{st.video_name} could not be added to the library; questions still work.")
+            if getattr(st.memory, "complete", True):
+                self.record_session(st, request)
             return {p.state: st, self.marker: self._marker(st), **self._listing(st, request), **self._chat_open(st)}
 
         p.upload_event.then(

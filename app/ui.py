@@ -156,7 +156,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
     settings = settings or AppSettings()
     assistant = runtime.assistant(cache_dir=settings.cache_dir)
     library = LibraryPanel(assistant, settings, {**runtime.model_ids(), "ocr": bool(runtime.profile.ocr)})
-    chapter_panel = ChapterPanel(assistant)  # long videos: chat after the first chunk, then chapters
+    chapter_panel = ChapterPanel(assistant, on_complete=library.record_session)  # long videos: chat at once
     profile = runtime.profile
     sampling = profile.sampling
 

@@ -124,6 +124,9 @@ def test_ask_while_ingesting_then_chapters_appear(browser, app_url, talk) -> Non
             for h in page.eval_on_selector_all("#transcript a.seek", "e => e.map(a => a.getAttribute('href'))")
         )
         assert last > 200.0, last
+        # the library keeps only whole memories: the talk joins it when its ingest ends
+        page.locator("#library-refresh").click()
+        page.wait_for_function("document.querySelector('#library-list').innerText.includes('talk.mp4')", timeout=60_000)
         mark("done")
     finally:
         context.close()
