@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["serve", *argv]
     args = build_parser().parse_args(argv)
+    from model.offline import no_phoning_home
+
+    no_phoning_home()  # before any library that would phone home is imported
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -56,11 +56,13 @@ def _check_file(path: str) -> Path:
 def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     """The profile's models; from here on SIGTERM/SIGHUP unwind like Ctrl-C so `close_runtime` runs."""
     from model.llm.lifecycle import interrupt_on_termination
+    from model.offline import hub_offline_if_local
     from model.profiles import get_profile
     from model.runtime import Runtime
 
     interrupt_on_termination()
     profile = get_profile(getattr(args, "profile", "auto"))
+    hub_offline_if_local(profile)  # every model local or packaged: the hub is not asked about updates either
     runtime = Runtime.load(profile, llm_url=getattr(args, "llm_url", None), progress=bar)
     bar.close()
     return runtime

@@ -14,7 +14,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then HAS
 APT_PKGS="ffmpeg espeak-ng sox fonts-dejavu-core"
 # GPU: torch.compile (the GPU profile's encoder) and Triton build their kernels with a C compiler and Python's headers
 [ "$HAS_GPU" = 1 ] && APT_PKGS="$APT_PKGS build-essential python3-dev"
-[ "$WITH_TEST" = 1 ] && APT_PKGS="$APT_PKGS chromium"
+# Tests: the browser, and strace (tests/test_offline.py watches every connect of the app and the CLI).
+[ "$WITH_TEST" = 1 ] && APT_PKGS="$APT_PKGS chromium strace"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

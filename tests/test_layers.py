@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "model.profiles": 0,
     "model.sources": 0,
     "model.assets": 0,
+    "model.offline": 0,
     "model.media": 1,
     "model.speech": 2,
     "model.vision": 2,

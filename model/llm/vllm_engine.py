@@ -19,6 +19,7 @@ from model.llm.engine import Engine, GenerationParams, resolve_max_model_len
 from model.llm.errors import EngineError
 from model.llm.lifecycle import guard_children
 from model.llm.quantization import resolve_vllm_quantization
+from model.offline import no_phoning_home
 from model.sources import resolve_dtype
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class VLLMEngine(Engine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         guard_children()  # the engine's processes die with this one (SIGTERM, kill -9, a start-up error)
+        no_phoning_home()  # no usage stats, no UDP "connect" to 8.8.8.8 to find our address
 
         args: dict[str, Any] = {
             "model": str(self.model_dir),

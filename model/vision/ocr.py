@@ -19,6 +19,9 @@ class OCRReader:
 
     @classmethod
     def load(cls, min_confidence: float = 0.5) -> OCRReader:
+        from model.offline import no_phoning_home
+
+        no_phoning_home()  # onnxruntime reads ORT_DISABLE_TELEMETRY when it starts: before the import
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as err:
