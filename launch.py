@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     from model.offline import no_phoning_home
 
     no_phoning_home()  # before any library that would phone home is imported
+    if getattr(args, "json", False) or args.command == "bench":
+        from model.cli import reserve_stdout_for_json
+
+        args.json_out = reserve_stdout_for_json()  # stdout carries the JSON alone; logs go to stderr
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -161,7 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     result = importlib.import_module(args.bench_module).run(args)
     text = json.dumps(result, indent=2, default=str)
-    print(text)
+    print(text, file=getattr(args, "json_out", None) or sys.stdout, flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")

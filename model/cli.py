@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from model.errors import VideoChatError
 
@@ -53,6 +54,19 @@ def _check_file(path: str) -> Path:
     return p
 
 
+def reserve_stdout_for_json() -> TextIO:
+    """`--json`: from now on whatever writes to stdout (print, vLLM's logs, C libraries, the engine's child
+    processes) lands on stderr; the returned stream is the real stdout, for the JSON alone."""
+    sys.stdout.flush()
+    real = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return real
+
+
+def json_stream(args: argparse.Namespace) -> TextIO:
+    return getattr(args, "json_out", None) or sys.stdout
+
+
 def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     """The profile's models; from here on SIGTERM/SIGHUP unwind like Ctrl-C so `close_runtime` runs."""
     from model.llm.lifecycle import interrupt_on_termination
@@ -61,6 +75,7 @@ def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
     from model.runtime import Runtime
 
     interrupt_on_termination()
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # vLLM logs to stdout unless told
     profile = get_profile(getattr(args, "profile", "auto"))
     hub_offline_if_local(profile)  # every model local or packaged: the hub is not asked about updates either
     runtime = Runtime.load(profile, llm_url=getattr(args, "llm_url", None), progress=bar)
@@ -157,7 +172,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         finally:
             close_runtime(runtime)
     if args.json:
-        print(json.dumps(out, indent=2, default=str))
+        print(json.dumps(out, indent=2, default=str), file=json_stream(args), flush=True)
     else:
         d = out["probe"]
         print(
@@ -241,7 +256,7 @@ def ask_command(args: argparse.Namespace) -> int:
             },
             "profile": runtime.profile.name,
         }
-        print(json.dumps(out, indent=2, default=str))
+        print(json.dumps(out, indent=2, default=str), file=json_stream(args), flush=True)
     else:
         if answer.evidence:
             spans = ", ".join(f"{e.start:.0f}-{e.end:.0f}s" for e in answer.evidence)
