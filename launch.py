@@ -46,6 +46,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """The app's upload limits, for the CLI too (one rule for every entry point)."""
+    p.add_argument("--max-upload-mb", type=float, default=None, help="refuse bigger files (default 2048, as serve)")
+    p.add_argument("--max-duration-min", type=float, default=None, help="refuse longer videos (default 180)")
+    p.add_argument("--no-limits", action="store_true", help="lift the size and length limits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch.py", description="VideoChat Studio")
     sub = parser.add_subparsers(dest="command")
@@ -71,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("video")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true")
+    _add_limits(ask)
     ask.add_argument("--max-tokens", type=int, default=None)
     ask.add_argument("--temperature", type=float, default=None)
 
@@ -78,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ingest)
     ingest.add_argument("video")
     ingest.add_argument("--json", action="store_true")
+    _add_limits(ingest)
     ingest.add_argument("--full", action="store_true", help="also transcribe and build the memory")
     ingest.add_argument("--fps", type=float, default=None)
     ingest.add_argument("--frames-per-clip", type=int, default=None)

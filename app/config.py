@@ -15,7 +15,7 @@ class AppSettings:
     max_upload_mb: float = 2048.0  # browser and server refuse bigger uploads
     max_duration_min: float = 180.0  # longer videos are refused after probing
     concurrency: int = 8  # answers streamed at once (vLLM batches them)
-    ingest_concurrency: int = 1  # uploads processed at once (CPU/GPU heavy)
+    ingest_concurrency: int = 2  # uploads processed at once (a long one does not hold up everyone's); more queue
     session_ttl_s: int = 6 * 3600  # a session's state is dropped this long after its last use
     title: str = "VideoChat Studio"
     cache_dir: str | None = None  # video memories; None: the memory package's default
@@ -32,13 +32,21 @@ def settings_from_args(args: argparse.Namespace) -> AppSettings:
         max_upload_mb=float(getattr(args, "max_upload_mb", AppSettings.max_upload_mb)),
         max_duration_min=float(getattr(args, "max_duration_min", AppSettings.max_duration_min)),
         concurrency=int(getattr(args, "concurrency", AppSettings.concurrency)),
+        ingest_concurrency=int(getattr(args, "ingest_concurrency", None) or AppSettings.ingest_concurrency),
         cache_dir=getattr(args, "cache_dir", None),
         admins=tuple(u.strip() for u in (getattr(args, "admin", None) or "").split(",") if u.strip()),
         media_dirs=tuple(str(Path(d).expanduser().resolve()) for d in getattr(args, "media_dir", None) or []),
     )
-    if s.max_upload_mb <= 0 or s.max_duration_min <= 0 or s.concurrency < 1:
-        raise ConfigError("--max-upload-mb, --max-duration-min and --concurrency must be positive")
+    if s.max_upload_mb <= 0 or s.max_duration_min <= 0 or s.concurrency < 1 or s.ingest_concurrency < 1:
+        raise ConfigError(
+            "--max-upload-mb, --max-duration-min, --concurrency and --ingest-concurrency must be positive"
+        )
     return s
+
+
+def auth_on_command_line(value: str | None) -> bool:
+    """`--auth user:password` itself (not a file): the password is visible in `ps`."""
+    return bool(value) and ":" in str(value) and not Path(str(value)).expanduser().is_file()
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:

@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from app.config import AppSettings, parse_auth, settings_from_args
+from app.access import LoginLimiter
+from app.config import AppSettings, auth_on_command_line, parse_auth, settings_from_args
 from app.launcher import start
 from app.ui import build_app, launch_options
 from model.errors import ConfigError
@@ -24,12 +25,20 @@ def serve(args: argparse.Namespace) -> int:
     from model.llm.lifecycle import termination_signal
 
     settings: AppSettings = settings_from_args(args)
-    auth = parse_auth(getattr(args, "auth", None))
+    pairs = parse_auth(getattr(args, "auth", None))
+    # Wrong passwords lock a user out for a while (the right one included); still the list of pairs for MCP.
+    auth = LoginLimiter(pairs) if pairs else None
     share = bool(getattr(args, "share", False))
     if share and auth is None:
         print(
             "WARNING: --share without --auth makes this app and its models public to anyone with the link. "
-            "Pass --auth user:password (or a file, or set VIDEOCHAT_AUTH).",
+            "Pass --auth FILE (one user:password a line) or set VIDEOCHAT_AUTH.",
+            file=sys.stderr,
+        )
+    if auth_on_command_line(getattr(args, "auth", None)):
+        print(
+            "WARNING: a password given as --auth user:password shows in `ps` to every user of this machine; "
+            "prefer --auth FILE or the VIDEOCHAT_AUTH environment variable.",
             file=sys.stderr,
         )
     check_cache_dir(settings.cache_dir)  # an unusable --cache-dir stops here, before minutes of model loading

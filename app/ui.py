@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,7 +107,7 @@ def _status_line(state: SessionState) -> str:
         return NO_VIDEO
     if not getattr(state.memory, "complete", True):  # still ingesting: never "ready" yet
         return ingest_line(state)
-    parts = [f"**{html.escape(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
+    parts = [f"**{md_text(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
     if state.stage_seconds:
         parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
     if getattr(state.memory, "cache_note", ""):
@@ -280,7 +280,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     **locked,
                     player: gr.Video(value=None),
                     status: NO_VIDEO,
-                    error_box: gr.Markdown(f"**Could not use this file:** {html.escape(message)}", visible=True),
+                    error_box: gr.Markdown(f"**Could not use this file:** {md_text(message)}", visible=True),
                 }
             if memory.cache_note:  # full or read-only cache folder: this session still gets its answers
                 gr.Warning(memory.cache_note)
@@ -525,17 +525,16 @@ def own_upload(st: SessionState, path: Path, request: gr.Request | None) -> Path
 
 
 def _check_limits(path: Path, settings: AppSettings) -> None:
-    """Refuse files over the upload size or duration limits before any decoding work."""
-    from model.media import MediaError, probe
+    """Refuse files over the upload size or duration limits, and GIF animations, before any decoding work: the
+    same rule as `launch.py ask`/`ingest` (model.cli.check_video)."""
+    from model.cli import check_video
 
-    size = os.path.getsize(path)
-    if size > settings.max_file_size:
-        raise MediaError(
-            f"The file is {size / 2**20:.0f} MB; this server accepts up to {settings.max_upload_mb:.0f} MB."
-        )
-    info = probe(path)
-    if info.duration > settings.max_duration_min * 60:
-        raise MediaError(
-            f"The video is {format_clock(info.duration)} long; this server accepts up to "
-            f"{settings.max_duration_min:.0f} minutes."
-        )
+    check_video(path, settings.max_upload_mb, settings.max_duration_min)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_text(text: str) -> str:
+    """`text` shown literally inside Markdown (file names, messages): its HTML and Markdown syntax escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))

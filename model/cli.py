@@ -15,6 +15,8 @@ from typing import Any, TextIO
 from model.errors import VideoChatError
 
 Progress = Callable[[str, float], None]
+MAX_UPLOAD_MB = 2048.0  # the limits of every entry point (the app's uploads and `ask`/`ingest`): one rule
+MAX_DURATION_MIN = 180.0
 
 
 class StageBar:
@@ -65,6 +67,40 @@ def reserve_stdout_for_json() -> TextIO:
 
 def json_stream(args: argparse.Namespace) -> TextIO:
     return getattr(args, "json_out", None) or sys.stdout
+
+
+def check_video(path: Path, max_upload_mb: float | None, max_duration_min: float | None) -> Any:
+    """The probe of a video every entry point accepts: within the size and length limits (None: no limit), and not
+    a GIF animation (the player cannot show one). A MediaError with the reason otherwise."""
+    from model.media import MediaError, probe
+    from model.timecode import format_time
+
+    size = os.path.getsize(path)
+    if max_upload_mb is not None and size > max_upload_mb * 2**20:
+        raise MediaError(f"The file is {size / 2**20:.0f} MB; this server accepts up to {max_upload_mb:g} MB.")
+    info = probe(path)
+    if str(info.codec).lower() == "gif":
+        raise MediaError(
+            "GIF animations are not supported (the player cannot show them). Convert it to a video first, "
+            "e.g. ffmpeg -i in.gif -pix_fmt yuv420p out.mp4"
+        )
+    if max_duration_min is not None and info.duration > max_duration_min * 60:
+        raise MediaError(
+            f"The video is {format_time(info.duration, info.duration)} long; this server accepts up to "
+            f"{max_duration_min:g} minutes."
+        )
+    return info
+
+
+def _limits(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """`--max-upload-mb` / `--max-duration-min`, or none with `--no-limits`."""
+    if getattr(args, "no_limits", False):
+        return None, None
+    mb = float(getattr(args, "max_upload_mb", None) or MAX_UPLOAD_MB)
+    minutes = float(getattr(args, "max_duration_min", None) or MAX_DURATION_MIN)
+    if mb <= 0 or minutes <= 0:
+        raise VideoChatError("--max-upload-mb and --max-duration-min must be positive")
+    return mb, minutes
 
 
 def load_runtime(args: argparse.Namespace, bar: StageBar) -> Any:
@@ -135,6 +171,7 @@ def ingest_command(args: argparse.Namespace) -> int:
     from model.qa.chapters import to_youtube
 
     path = _check_file(args.video)
+    check_video(path, *_limits(args))  # the app's limits; --no-limits lifts size and length
     info = probe(path)
     profile = get_profile(args.profile)
     fps = float(args.fps or profile.sampling.fps)
@@ -199,11 +236,11 @@ def ingest_command(args: argparse.Namespace) -> int:
 
 def ask_command(args: argparse.Namespace) -> int:
     """Answer one question: {answer, citations, evidence, moments, notes, timings} with --json."""
-    from model.media import probe
-    from model.qa import AnswerDelta, AnswerDone, ChatSettings
+    from model.qa import AnswerDelta, AnswerDone, ChatSettings, check_question
 
+    args.question = check_question(args.question)  # an empty or overlong question: refused before anything loads
     path = _check_file(args.video)
-    probe(path)  # a bad file fails before minutes of model loading
+    check_video(path, *_limits(args))  # so is a bad file, or one over the app's limits
     check_cache_dir(args.cache_dir)  # so does a cache folder that cannot be made
     bar = StageBar()
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ What it cannot see: actions, colours, relations between things, who someone is, 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,6 +160,9 @@ class VisualTagger:
         self.detector = detector
         self.classifier = classifier
         self.config = config
+        # A cv2.dnn net and a TFLite interpreter hold their input between calls: one frame at a time when
+        # several uploads are ingested at once (OpenCV otherwise fails "buf.shape() == m.shape()").
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, config: TaggerConfig | None = None) -> VisualTagger:
@@ -195,8 +199,9 @@ class VisualTagger:
         self._check(image)
         # The graph takes RGB 300x300 and normalises inside; the frame is RGB already (no channel swap).
         blob = cv2.dnn.blobFromImage(np.ascontiguousarray(image), size=(300, 300), swapRB=False, crop=False)
-        self.detector.setInput(blob)
-        out = self.detector.forward()  # [1, 1, N, 7]: image id, class id, score, x0, y0, x1, y1
+        with self._lock:
+            self.detector.setInput(blob)
+            out = self.detector.forward()  # [1, 1, N, 7]: image id, class id, score, x0, y0, x1, y1
         names = coco_labels()
         tags: list[Tag] = []
         for det in out.reshape(-1, 7):
@@ -214,7 +219,8 @@ class VisualTagger:
         if self.classifier is None:
             return []
         self._check(image)
-        p = self.classifier.probs(image)
+        with self._lock:
+            p = self.classifier.probs(image)
         top = np.argsort(-p)[: self.config.scene_top_k]
         return [
             Tag(imagenet_label(int(i)), round(float(p[i]), 3), "scene") for i in top if p[i] >= self.config.scene_score
