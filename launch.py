@@ -62,10 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--share", action="store_true", help="create a public share link (asks for --auth)")
-    serve.add_argument("--auth", default=None, help="user:password, or a file with one user:password a line")
+    serve.add_argument(
+        "--auth", default=None, help="a file with one user:password a line (or $VIDEOCHAT_AUTH; user:password works)"
+    )
     serve.add_argument("--max-upload-mb", type=float, default=2048.0)
     serve.add_argument("--max-duration-min", type=float, default=180.0)
     serve.add_argument("--concurrency", type=int, default=8, help="concurrent answers (vLLM batches them)")
+    serve.add_argument("--ingest-concurrency", type=int, default=None, help="uploads processed at once (default 2)")
     serve.add_argument("--open", action="store_true", help="open the app in the default browser once it is ready")
     serve.add_argument("--mcp", action="store_true", help="also serve MCP tools at /gradio_api/mcp/ (auth applies)")
     serve.add_argument("--admin", default=None, help="comma list of signed-in users who see every user's videos")
