@@ -48,7 +48,7 @@ def hub_sources(profile: Profile) -> list[str]:
     ]
     if profile.llm.source != "converted":  # "converted" is made from the vision source
         sources.append(profile.llm.source)
-    return [s for s in sources if not _is_local(s)]
+    return [s for s in sources if s is not None and not _is_local(s)]
 
 
 def hub_offline_if_local(profile: Profile) -> bool:
