@@ -35,12 +35,14 @@ def format_clock(seconds: float, duration: float | None = None) -> str:
 
 def seek_link(seconds: float, label: str | None = None, duration: float | None = None, video: str | None = None) -> str:
     """The anchor the click listener understands; `label` defaults to `[mm:ss]`. With `video` (a library key) the
-    click first switches the player to that video."""
+    click first switches the player to that video (`href="#t=SECONDS&v=KEY"`)."""
     label = f"[{format_clock(seconds, duration)}]" if label is None else label
     t = f"{seconds:.2f}".rstrip("0").rstrip(".")
+    # The chat keeps only class, href and title of a link (Gradio drops data-* there): the key rides in the href too.
     switch = f' data-video="{html.escape(video)}"' if video else ""
+    href = f"#t={t}&amp;v={html.escape(video)}" if video else f"#t={t}"
     return (
-        f'<a class="seek" data-seek="{t}"{switch} href="#t={t}" title="Play from {format_clock(seconds, duration)}">'
+        f'<a class="seek" data-seek="{t}"{switch} href="{href}" title="Play from {format_clock(seconds, duration)}">'
         f"{html.escape(label)}</a>"
     )
 

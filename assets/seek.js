@@ -60,9 +60,11 @@
       if (!link) return;
       event.preventDefault();
       event.stopPropagation();
-      const raw = link.dataset.seek ?? link.getAttribute("href").slice(3);
+      const href = link.getAttribute("href") || "";
+      const raw = link.dataset.seek ?? href.slice(3);
       const seconds = parseFloat(raw);
-      const key = link.dataset.video;
+      // the chat drops data-* attributes: a cross-video link carries its video in the href ("#t=190&v=KEY")
+      const key = link.dataset.video || (href.match(/[#&]v=([^&]+)/) || [])[1];
       if (key && key !== currentVideo()) {
         window.videochatSwitch(key, seconds);
       } else if (!window.videochatSeek(seconds) && key) {

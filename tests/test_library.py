@@ -91,6 +91,8 @@ def test_users_see_and_delete_only_their_own(tmp_path: Path, upload: Path, speec
     lib.record(only_bob, speech_video.path, "speech.mp4", owner="bob")
 
     assert [e.name for e in lib.entries("alice")] == ["alice-name.mp4"]
+    assert lib.entries("alice")[0].owners == ["alice"]  # not told that bob has it too
+    assert sorted(lib.entry(shared.key, "root", admin=True).owners) == ["alice", "bob"]
     assert sorted(e.name for e in lib.entries("bob")) == ["bob-name.mp4", "speech.mp4"]
     assert len(lib.entries("carol")) == 0
     assert {e.key for e in lib.entries("carol", admin=True)} == {shared.key, only_bob.key}

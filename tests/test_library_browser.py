@@ -106,6 +106,8 @@ def test_library_reopen_ask_across_two_videos_seek_and_delete(browser, served, v
         upload(page, lecture.path)
         _status_has(page, "lecture1.mp4")
         page.wait_for_function("document.querySelectorAll('#library-list .lib-item').length >= 1", timeout=60_000)
+        page.get_by_role("button", name="New video").click()  # the player takes a new file once emptied
+        page.wait_for_selector("#player input[type=file]", state="attached", timeout=30_000)
         upload(page, cooking.path)
         _status_has(page, "cooking.mp4")
         page.wait_for_function("document.querySelectorAll('#library-list .lib-item').length >= 2", timeout=60_000)
@@ -145,15 +147,17 @@ def test_library_reopen_ask_across_two_videos_seek_and_delete(browser, served, v
         )
         answer = bot_texts(page)[0]
         assert "cooking.mp4" in answer, answer
-        links = page.eval_on_selector_all(
-            "#chat a.seek[data-video]", "e => e.map(a => ({key: a.dataset.video, t: parseFloat(a.dataset.seek)}))"
+        links = page.eval_on_selector_all(  # the chat keeps only href/class/title: "#t=SECONDS&v=KEY"
+            "#chat a.seek[href*='v=']",
+            "e => e.map(a => { const h = a.getAttribute('href');"
+            " return {key: h.match(/[#&]v=([^&]+)/)[1], t: parseFloat(h.slice(3))}; })",
         )
         to_cooking = [x for x in links if x["key"] == cooking_key]
         assert to_cooking, (links, answer)
         target = min(to_cooking, key=lambda x: abs(x["t"] - 5.0))
         assert abs(target["t"] - 5.0) < 1.5, to_cooking
         assert _player_state(page)["key"] == lecture_key
-        page.locator(f"#chat a.seek[data-video='{cooking_key}']").first.click()
+        page.locator(f"#chat a.seek[href$='v={cooking_key}']").first.click()
         page.wait_for_function(
             "([k, t]) => { const v = document.querySelector('#player video');"
             " const m = document.querySelector('#current-video [data-video]');"
@@ -165,8 +169,8 @@ def test_library_reopen_ask_across_two_videos_seek_and_delete(browser, served, v
         assert "onions" in page.locator("#transcript").inner_text().lower()
         assert len(bot_texts(page)) == 1  # the conversation stays
         # and a link back to the lecture (the found moments name their video too) switches again
-        if page.locator(f"#moments a.seek[data-video='{lecture_key}']").count():
-            page.locator(f"#moments a.seek[data-video='{lecture_key}']").first.click()
+        if page.locator(f"#moments a.seek[href$='v={lecture_key}']").count():
+            page.locator(f"#moments a.seek[href$='v={lecture_key}']").first.click()
             page.wait_for_function(
                 f"document.querySelector('#current-video [data-video]').dataset.video === '{lecture_key}'",
                 timeout=60_000,

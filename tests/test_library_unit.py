@@ -52,6 +52,8 @@ def test_cross_video_citations_link_to_their_video() -> None:
     cited = [("a.mp4", 10.0), ("b c.mkv", 20.0), ("b c.mkv", 40.0), (None, 5.0)]
     out = _parse(linkify_video_times(text, VIDEOS, cited, default="a.mp4"))
     got = [(a["data-video"], float(a["data-seek"]), a["text"]) for a in out.links]
+    # the chat keeps only href/class/title of a link: the key rides in the href too
+    assert [a["href"] for a in out.links] == ["#t=10&v=KEYA", "#t=20&v=KEYB", "#t=5&v=KEYA"]
     # 00:40 is past the end of b c.mkv (30 s): no link; an unnamed time belongs to the default video;
     # a video that is none of the answer's stays text
     assert got == [("KEYA", 10.0, "00:10"), ("KEYB", 20.0, "00:20"), ("KEYA", 5.0, "00:05")]

@@ -239,7 +239,7 @@ class Library:
             added=float(pick.get("added", meta["created"])) if pick else float(meta["created"]),
             profile=str((side or {}).get("profile") or meta.get("profile") or ""),
             models=dict((side or {}).get("models") or {}),
-            owners=named,
+            owners=named if admin or user is None else [user],  # a user never learns who else has it
             video_file=video,
             size_bytes=size,
             complete=bool(meta.get("complete", True)),
