@@ -28,10 +28,10 @@ from app.answers import (
     evidence_items,
     make_settings,
 )
+from app.api import register_api
 from app.chapters import ChapterPanel, ingest_line
 from app.config import AppSettings
 from app.export import write_chat_markdown, write_subtitles
-from app.api import register_api
 from app.library import LibraryPanel, PageParts
 from app.links import (
     format_clock,
