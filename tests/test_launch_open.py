@@ -46,7 +46,7 @@ def test_open_starts_the_browser_on_the_ready_page(tmp_path: Path) -> None:
             if not line and proc.poll() is not None:
                 break
             lines.append(line)
-            if "ready:" in line:
+            if "VideoChat Studio is ready:" in line:
                 break
         for _ in range(300):  # the browser is started just after the URL is printed
             if out.exists() and out.read_text().count("\n") >= 2:
