@@ -328,7 +328,7 @@ def plan_multi(
             continue
         seen.add((v, i))
         clip = refs[v].memory.clips[i]
-        seg = clip_segment(clip, settings.use_ocr)
+        seg = clip_segment(clip, settings.use_ocr, settings.use_tags, refs[v].duration)
         seg.video = refs[v].name
         cost = segment_cost(seg, refs[v].duration) if shows_anything(seg) else 0
         if used + cost > budget_tokens - reserve:
@@ -368,7 +368,7 @@ def plan_multi(
     for v, i, why in sorted(chosen, key=lambda x: (x[0], refs[x[0]].memory.clips[x[1]].start)):
         r = refs[v]
         c = r.memory.clips[i]
-        seg = clip_segment(c, settings.use_ocr)
+        seg = clip_segment(c, settings.use_ocr, settings.use_tags, r.duration)
         seg.video = r.name
         if shows_anything(seg):
             segments.append(seg)
