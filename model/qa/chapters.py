@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from model.llm import Engine, GenerationParams, PromptBuilder, PromptInputs
-from model.memory.records import VideoMemory
+from model.memory.records import ClipRecord, VideoMemory
 from model.qa.search import SUMMARY
 from model.timecode import format_time
 
@@ -176,10 +176,15 @@ def chapter_bounds(memory: VideoMemory, min_len: float | None = None, limit: int
     return starts
 
 
+def _inside(memory: VideoMemory, start: float, end: float) -> list[ClipRecord]:
+    """The clips whose middle lies in [start, end) (a clip across a boundary belongs to one chapter only)."""
+    return [c for c in memory.clips if start <= (c.start + c.end) / 2 < end]
+
+
 def chapter_text(memory: VideoMemory, start: float, end: float, limit: int = CHAPTER_TEXT_CHARS) -> str:
     """What a title is written from: the chapter's first lines, its most shown screen text and tags."""
     lines = [s.text.strip() for s in memory.transcript.segments if start <= s.start < end and s.text.strip()]
-    clips = [c for c in memory.clips if c.start < end and c.end > start]
+    clips = _inside(memory, start, end)
     screen = Counter(line for c in clips for line in c.ocr)
     tags = Counter(t for c in clips for t in c.tags)
     parts = []
@@ -199,7 +204,7 @@ def chapter_text(memory: VideoMemory, start: float, end: float, limit: int = CHA
 
 def fallback_title(memory: VideoMemory, start: float, end: float) -> str:
     """A title without the LLM: the chapter's most shown screen text, else its first words."""
-    clips = [c for c in memory.clips if c.start < end and c.end > start]
+    clips = _inside(memory, start, end)
     screen = Counter(line for c in clips for line in c.ocr if len(line) > 2)
     if screen:
         return screen.most_common(1)[0][0][:60]

@@ -113,30 +113,44 @@ async def _streamed(
         job = assistant.start_ingest(video)
         first = await asyncio.to_thread(job.wait_first)
         first_chunk_s = time.perf_counter() - t0
-        answer = await assistant.answer(first, args.question)
-        first_answer_s = time.perf_counter() - t0
-        t = time.perf_counter()
-        later = await assistant.answer(job.memory or first, args.later_question)
-        later_s = time.perf_counter() - t
+        out: dict[str, Any] = {
+            "load_models_s": round(load_s, 1),
+            "first_chunk_s": round(first_chunk_s, 1),
+            "first_chunk_until_s": first.seen_until,
+        }
+        try:  # the LLM steps: a machine out of memory may kill the engine; the ingest figures still count
+            answer = await assistant.answer(first, args.question)
+            out["upload_to_first_answer_s"] = round(time.perf_counter() - t0, 1)
+            out["first_answer"] = answer.text[:400]
+            out["first_answer_timings"] = {k: round(v, 2) for k, v in answer.timings.items()}
+            t = time.perf_counter()
+            later = await assistant.answer(job.memory or first, args.later_question)
+            out.update(later_question=args.later_question, later_answer=later.text[:300])
+            out["later_answer_s"] = round(time.perf_counter() - t, 1)
+        except Exception as err:
+            out["answer_error"] = f"{type(err).__name__}: {err}"[:300]
+        _save(work, {"stream": out})
         memory = await asyncio.to_thread(job.wait_done, args.timeout_s)
         whole_s = time.perf_counter() - t0
+        out["whole_video_s"] = round(whole_s, 1)
+        out["stages"] = _stages(memory.timings, whole_s)
+        _save(work, {"stream": out})
         t = time.perf_counter()
-        chapters = await assistant.chapters(memory)
+        try:
+            chapters = await assistant.chapters(memory)
+        except Exception as err:
+            out["chapters_error"] = f"{type(err).__name__}: {err}"[:300]
+            from model.qa.chapters import Chapter, Chapters, chapter_bounds
+
+            starts = chapter_bounds(memory)  # the boundaries need no LLM: they are still measured
+            ends = [*starts[1:], memory.duration]
+            chapters = Chapters([Chapter(a, b, "") for a, b in zip(starts, ends, strict=True)])
         chapters_s = time.perf_counter() - t
     finally:
         await runtime.close()
     starts = chapters.starts if chapters is not None else [0.0]
     return {
-        "load_models_s": round(load_s, 1),
-        "first_chunk_s": round(first_chunk_s, 1),
-        "first_chunk_until_s": first.seen_until,
-        "upload_to_first_answer_s": round(first_answer_s, 1),
-        "first_answer": answer.text[:400],
-        "first_answer_timings": {k: round(v, 2) for k, v in answer.timings.items()},
-        "later_question": args.later_question,
-        "later_answer": later.text[:300],
-        "later_answer_s": round(later_s, 1),
-        "whole_video_s": round(whole_s, 1),
+        **out,
         "video_s_per_s": round(memory.duration / whole_s, 2),
         "chunks": len(job.spans),
         "stages": _stages(memory.timings, whole_s),
@@ -147,6 +161,16 @@ async def _streamed(
         "chapter_list": to_youtube(chapters, memory.duration).splitlines() if chapters else [],
         "summary": chapters.summary if chapters else "",
     }
+
+
+def _save(work: Path, part: dict[str, Any]) -> None:
+    """What is measured so far (a long run killed by the machine keeps its figures)."""
+    path = work / "partial.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        data = {}
+    path.write_text(json.dumps({**data, **part}, indent=1, default=str))
 
 
 def _cmd(args: argparse.Namespace, video: Path, cache: Path) -> list[str]:
@@ -229,7 +253,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         runtime = Runtime.load(get_profile(args.profile))  # in the main thread, as the app and CLI do
         result["stream"] = asyncio.run(_streamed(args, runtime, time.perf_counter() - t, video, truth, work))
+    _save(work, result)
     if not args.skip_kill:
         result["sigkill"] = _killed(args, video, work)
+        _save(work, {"sigkill": result["sigkill"]})
     result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return result
