@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 SR = 16000
+KEEP_FINISHED = 16  # finished jobs kept (with their memories) so pages following them can catch up
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class StreamIngestor:
         self.cache = ingestor.cache
         self._jobs: dict[str, IngestJob] = {}
         self._guard = threading.Lock()
+        self._finished: list[str] = []  # keys of finished jobs, oldest first
         self.chunk_builds = 0  # chunks computed in this process (tests count recomputation with it)
         self.on_complete: list[Callable[[IngestJob, VideoMemory], VideoMemory | None]] = []
         sweep_partial(self.cache.root)  # ingests abandoned for a week
@@ -404,6 +406,12 @@ class StreamIngestor:
             except Exception:  # a chapter title that fails must not lose the memory
                 log.warning("after-ingest step failed for %s", job.path.name, exc_info=True)
         job.publish(memory, done=True)
+        with self._guard:  # finished jobs are kept for their followers, the most recent few only
+            self._finished.append(job.key)
+            while len(self._finished) > KEEP_FINISHED:
+                old = self._finished.pop(0)
+                if old not in self._finished and (gone := self._jobs.get(old)) is not None and gone.done:
+                    del self._jobs[old]
 
     def _build_chunk(
         self,
