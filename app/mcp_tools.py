@@ -36,8 +36,13 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def basic_user(headers: Sequence[tuple[bytes, bytes]], users: dict[str, str]) -> str | None:
-    """The user whose Basic credentials the request carries (None when missing or wrong)."""
+def basic_user(
+    headers: Sequence[tuple[bytes, bytes]],
+    users: dict[str, str],
+    check: Callable[[str, str], bool] | None = None,
+) -> str | None:
+    """The user whose Basic credentials the request carries (None when missing or wrong). `check(user, password)`,
+    when given, decides instead of `users` (the page's sign-in check, with its lockout after wrong passwords)."""
     raw = next((v for k, v in headers if k.lower() == b"authorization"), b"").decode("latin-1")
     if not raw.lower().startswith("basic "):
         return None
@@ -45,8 +50,12 @@ def basic_user(headers: Sequence[tuple[bytes, bytes]], users: dict[str, str]) ->
         user, sep, password = base64.b64decode(raw[6:].strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    if not sep:
+        return None
+    if check is not None:
+        return user if check(user, password) else None
     want = users.get(user)
-    if not sep or want is None or not hmac.compare_digest(want.encode(), password.encode()):
+    if want is None or not hmac.compare_digest(want.encode(), password.encode()):
         return None
     return user
 
@@ -57,6 +66,8 @@ class McpApp:
     def __init__(self, service: VideoService, auth: list[tuple[str, str]] | None = None, host: str = "127.0.0.1"):
         self.service = service
         self.users = dict(auth or [])
+        check = getattr(auth, "check", None)  # the page's sign-in check (wrong passwords lock a user out a while)
+        self.check: Callable[[str, str], bool] | None = check if callable(check) else None
         self.server = MCPServer(
             "videochat-studio",
             instructions=(
@@ -76,7 +87,7 @@ class McpApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.users:
-            user = basic_user(scope.get("headers") or [], self.users)
+            user = basic_user(scope.get("headers") or [], self.users, self.check)
             if user is None:
                 await send(
                     {

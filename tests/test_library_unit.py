@@ -92,6 +92,14 @@ def test_mcp_basic_auth_check() -> None:
     assert basic_user(hdr("Basic !!notbase64"), users) is None
     assert basic_user(hdr("Bearer abc"), users) is None
     assert basic_user([], users) is None
+    # with the page's own check (e.g. its lockout after wrong passwords), that check decides
+    seen: list[tuple[str, str]] = []
+
+    def check(user: str, password: str) -> bool:
+        seen.append((user, password))
+        return False
+
+    assert basic_user(hdr(basic("alice", "s3cret")), users, check) is None and seen == [("alice", "s3cret")]
 
 
 class _NoAssistant:
