@@ -3,12 +3,15 @@
 - Library: N generated speech videos (distinct topics) ingested into an empty cache with the profile (`lite` by
   default) and added to the library; then a fresh `Library` on the same folder (as after a restart) lists them
   and reopens each (cold: read back from disk and checksummed; warm: the second open in the process).
-- Cross-video question: `MultiVideoQA.ask` over 2 videos and over all N; time to first token as the caller
-  sees it (question in -> first answer text: ranking across the videos, prompt building, prefill) and the whole
-  answer, `--runs` times each (median).
-- API: the real server on 127.0.0.1 (the page, the API and the MCP tools, sign-in on) driven by
-  `gradio_client`: `/library`, `/find_moments`, `/transcript` and `/ask` round trips (median of `--runs`), and
-  the MCP tools `list_videos` / `find_moments` through the `mcp` client library.
+- Server: the real server on 127.0.0.1 (the page, the API and the MCP tools, sign-in on) driven by `gradio_client`:
+  `/library`, `/find_moments`, `/transcript` round trips, and `/ask` across 2 videos and across all N (median of
+  `--runs`): the client's round trip, and the time to first token inside the server (question in -> first answer
+  token: ranking across the videos, prompt building, prefill). The LLM runs in the server because vLLM's engine
+  serves the event loop it first ran in (Gradio's). Then the MCP tools `list_videos` / `find_moments` through the
+  `mcp` client library.
+- Page: the same library in Chromium (Playwright): click an entry and Open, until the status line says it is ready
+  and the player has the video (the memory read back, the transcript and subtitles written, the video handed to
+  the player); each video twice (the second open is warm).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per generated video")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-api", action="store_true", help="skip the server round trips")
+    parser.add_argument("--no-page", action="store_true", help="skip the reopen timed in Chromium")
 
 
 def _med(xs: list[float]) -> float:
@@ -56,56 +59,86 @@ def _make_videos(work: Path, n: int, duration: float) -> list[Path]:
     return out
 
 
-async def _ttft(multi: Any, videos: list[tuple[str, Any]], question: str, max_tokens: int) -> dict[str, float]:
-    from model.qa import AnswerDelta, AnswerDone, ChatSettings
-
-    settings = ChatSettings.from_values(max_tokens=max_tokens)
-    t0 = time.perf_counter()
-    first = None
-    timings: dict[str, float] = {}
-    async for event in multi.ask(videos, question, None, settings):
-        if first is None and isinstance(event, AnswerDelta) and event.text.strip():
-            first = time.perf_counter() - t0
-        if isinstance(event, AnswerDone):
-            timings = event.answer.timings
-    total = time.perf_counter() - t0
-    return {
-        "ttft_s": first if first is not None else total,
-        "answer_s": total,
-        "prepare_s": timings.get("prepare_s", 0.0),
-        "prompt_tokens": timings.get("prompt_tokens", 0.0),
-    }
-
-
-def _api(service_demo: Any, settings: Any, runs: int, max_tokens: int, names: list[str]) -> dict[str, Any]:
+def _server(demo: Any, settings: Any, runs: int, max_tokens: int, names: list[str]) -> dict[str, Any]:
     from gradio_client import Client
 
     from app.launcher import start
     from tools.bench.app import free_port
 
-    launched = start(service_demo, settings, port=free_port(), auth=[USER], mcp=True, quiet=True, block=False)
+    launched = start(demo, settings, port=free_port(), auth=[USER], mcp=True, quiet=True, block=False)
     out: dict[str, Any] = {}
     try:
         t = time.perf_counter()
         client = Client(launched.local_url, auth=USER, verbose=False)
         out["client_connect_s"] = round(time.perf_counter() - t, 4)
 
-        def timed(*args: Any, api_name: str) -> list[float]:
-            xs = []
-            for _ in range(runs):
+        def timed(*args: Any, api_name: str) -> tuple[list[float], list[Any]]:
+            xs, results = [], []
+            for i in range(runs):
+                call = args if api_name != "/ask" else (QUESTIONS[i % len(QUESTIONS)], *args)
                 t = time.perf_counter()
-                client.predict(*args, api_name=api_name)
+                results.append(client.predict(*call, api_name=api_name))
                 xs.append(time.perf_counter() - t)
-            return xs
+            return xs, results
 
-        out["library_s"] = _med(timed(api_name="/library"))
-        out["find_moments_s"] = _med(timed("gravity", [], 3, api_name="/find_moments"))
-        out["transcript_s"] = _med(timed(names[0], api_name="/transcript"))
-        out["ask_two_videos_s"] = _med(timed(QUESTIONS[0], names[:2], max_tokens, api_name="/ask"))
+        out["library_s"] = _med(timed(api_name="/library")[0])
+        out["find_moments_s"] = _med(timed("gravity", [], 3, api_name="/find_moments")[0])
+        out["transcript_s"] = _med(timed(names[0], api_name="/transcript")[0])
+        client.predict(QUESTIONS[0], names[:2], max_tokens, api_name="/ask")  # warm-up: first-call overheads out
+        for label, videos in (("two_videos", names[:2]), (f"all_{len(names)}_videos", ["all"])):
+            xs, results = timed(videos, max_tokens, api_name="/ask")
+            tim = [r["timings"] for r in results]
+            out[f"ask_{label}"] = {
+                "round_trip_s": _med(xs),
+                "ttft_s": _med([x.get("prepare_s", 0) + x.get("prompt_s", 0) + x.get("first_token_s", 0) for x in tim]),
+                "prepare_s": _med([x.get("prepare_s", 0) for x in tim]),
+                "prompt_tokens": _med([x.get("prompt_tokens", 0) for x in tim]),
+                "citations_per_answer": _med([float(len(r["citations"])) for r in results]),
+            }
         out["mcp"] = asyncio.run(_mcp(launched.mcp_url or "", runs))
     finally:
-        service_demo.close()
+        demo.close()
     return out
+
+
+def _page_reopen(demo: Any, settings: Any, names: list[str]) -> dict[str, float]:
+    """In Chromium: click a library entry and Open; until the status line says it is ready and the player has it."""
+    from playwright.sync_api import sync_playwright
+
+    from app.ui import launch_options
+    from tools.bench.app import CHROMIUM, CHROMIUM_FLAGS, free_port, open_page
+
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
+    )
+    times = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            context, page = open_page(browser, f"http://127.0.0.1:{port}/")
+            page.wait_for_function(f"document.querySelectorAll('#library-list .lib-item').length >= {len(names)}")
+            for name in names + names:  # each twice: the second open of a video in this process is warm
+                t = time.perf_counter()
+                page.locator("#library-pick label", has_text=name).click()
+                page.locator("#library-open").click()
+                page.wait_for_function(
+                    "n => { const s = document.querySelector('#status-line').innerText;"
+                    " const v = document.querySelector('#player video');"
+                    " return s.includes(n) && s.includes('ready') && v && (v.currentSrc || v.src); }",
+                    arg=name,
+                    timeout=120_000,
+                )
+                times.append(time.perf_counter() - t)
+            context.close()
+            browser.close()
+    finally:
+        demo.close()
+    return {
+        "first_open_s": _med(times[: len(names)]),
+        "again_s": _med(times[len(names) :]),
+        "max_s": round(max(times), 4),
+    }
 
 
 async def _mcp(url: str, runs: int) -> dict[str, float]:
@@ -141,12 +174,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from model.memory.keys import _hash_memo
     from model.memory.library import Library
     from model.profiles import get_profile
-    from model.qa.multi import MultiVideoQA
     from model.runtime import Runtime
 
     n = max(2, min(args.videos, len(TOPICS)))
     work = Path(tempfile.mkdtemp(prefix="bench-library-"))
-    report: dict[str, Any] = {"profile": args.profile, "videos": n, "video_s": args.duration}
+    report: dict[str, Any] = {"profile": args.profile, "videos": n, "video_s": args.duration, "runs": args.runs}
     try:
         paths = _make_videos(work, n, args.duration)
         profile = get_profile(args.profile).replace(max_new_tokens=args.max_tokens)
@@ -154,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runtime = Runtime.load(profile)
         report["load_s"] = round(time.perf_counter() - t, 2)
         report["engine"] = runtime.engine_name
+        report["max_tokens"] = args.max_tokens
         cache_dir = work / "cache"
         assistant = runtime.assistant(cache_dir=cache_dir)
         library = Library(assistant.cache)
@@ -180,25 +213,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fresh.open(e.key)
             warm.append(time.perf_counter() - t)
         report["reopen_cold_s"] = _med(cold)
-        report["reopen_warm_s"] = _med(warm)
         report["reopen_cold_s_max"] = round(max(cold), 4)
+        report["reopen_warm_s"] = _med(warm)
 
-        multi = MultiVideoQA(assistant)
-        opened = [(e.name, fresh.open(e.key)[1]) for e in sorted(entries, key=lambda e: e.name)]
-        asyncio.run(_ttft(multi, opened[:2], QUESTIONS[0], args.max_tokens))  # warm-up: first-call overheads
-        rounds: dict[str, Any] = {}
-        for label, vids in (("two_videos", opened[:2]), (f"all_{n}_videos", opened)):
-            res = [
-                asyncio.run(_ttft(multi, vids, QUESTIONS[i % len(QUESTIONS)], args.max_tokens))
-                for i in range(args.runs)
-            ]
-            rounds[label] = {k: _med([r[k] for r in res]) for k in res[0]}
-        report["cross_video"] = rounds
-
-        if not args.no_api:
-            settings = AppSettings(cache_dir=str(cache_dir), concurrency=4)
-            demo = build_app(runtime, settings)
-            report["api"] = _api(demo, settings, args.runs, args.max_tokens, [e.name for e in entries])
+        settings = AppSettings(cache_dir=str(cache_dir), concurrency=4)
+        demo = build_app(runtime, settings)
+        names = sorted(e.name for e in entries)
+        report["server"] = _server(demo, settings, args.runs, args.max_tokens, names)
+        if not args.no_page:
+            report["page_reopen"] = _page_reopen(build_app(runtime, settings), settings, names)
         asyncio.run(runtime.close())
     finally:
         shutil.rmtree(work, ignore_errors=True)
