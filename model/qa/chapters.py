@@ -181,11 +181,21 @@ def _inside(memory: VideoMemory, start: float, end: float) -> list[ClipRecord]:
     return [c for c in memory.clips if start <= (c.start + c.end) / 2 < end]
 
 
+def _screen_lines(clips: Sequence[ClipRecord], start: float, end: float) -> list[str]:
+    """Screen text first seen inside [start, end) (a clip's last frame may already show the next slide)."""
+    return [
+        line
+        for c in clips
+        for line, t in zip(c.ocr, c.ocr_times or [c.start] * len(c.ocr), strict=False)
+        if start <= t < end
+    ]
+
+
 def chapter_text(memory: VideoMemory, start: float, end: float, limit: int = CHAPTER_TEXT_CHARS) -> str:
     """What a title is written from: the chapter's first lines, its most shown screen text and tags."""
     lines = [s.text.strip() for s in memory.transcript.segments if start <= s.start < end and s.text.strip()]
     clips = _inside(memory, start, end)
-    screen = Counter(line for c in clips for line in c.ocr)
+    screen = Counter(_screen_lines(clips, start, end))
     tags = Counter(t for c in clips for t in c.tags)
     parts = []
     said = ""
@@ -205,7 +215,7 @@ def chapter_text(memory: VideoMemory, start: float, end: float, limit: int = CHA
 def fallback_title(memory: VideoMemory, start: float, end: float) -> str:
     """A title without the LLM: the chapter's most shown screen text, else its first words."""
     clips = _inside(memory, start, end)
-    screen = Counter(line for c in clips for line in c.ocr if len(line) > 2)
+    screen = Counter(line for line in _screen_lines(clips, start, end) if len(line) > 2)
     if screen:
         return screen.most_common(1)[0][0][:60]
     lines = [s.text.strip() for s in memory.transcript.segments if start <= s.start < end and s.text.strip()]
