@@ -23,7 +23,7 @@ from model.memory.cache import MemoryCache
 from model.memory.ingest import IngestConfig, IngestModels, Ingestor
 from model.memory.records import VideoMemory
 from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
-from model.qa.answer import stream_answer
+from model.qa.answer import final_answer, stream_answer
 from model.qa.chapters import Chapters, ChapterStore, write_chapters, writer_id
 from model.qa.dense import DenseSegment, dense_segment
 from model.qa.onset import OnsetFinder
@@ -338,10 +338,4 @@ class Assistant:
 
     async def answer(self, memory: VideoMemory, question: str, **kwargs: Any) -> Answer:
         """Convenience: the final Answer of `ask` (CLI, eval)."""
-        answer = None
-        async for event in self.ask(memory, question, **kwargs):
-            if isinstance(event, AnswerDone):
-                answer = event.answer
-        if answer is None:
-            raise RuntimeError("the answer stream ended without its final event")
-        return answer
+        return await final_answer(self.ask(memory, question, **kwargs))
