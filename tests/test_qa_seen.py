@@ -13,7 +13,7 @@ from model.llm import VideoSegment
 from model.media import VideoInfo
 from model.memory import ClipRecord, MemoryCache, VideoMemory
 from model.memory.cache import MANIFEST, META, _file_checksum
-from model.memory.ingest import SeenTags, tag_frames
+from model.memory.clip_reading import SeenTags, tag_frames
 from model.memory.records import format_tags
 from model.qa import RetrievalSettings, parse_time_refs
 from model.qa.plan import clip_segment, plan_prompt, seen_line

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,14 +27,14 @@ from model.media import (
     probe,
     probe_damage,
     sample_indices,
-    segment_indices,
 )
 from model.memory.cache import MemoryCache
+from model.memory.clip_reading import pick_frames, read_clip_screen, tag_clip, thumbnail_jpeg
 from model.memory.gate import FrameGate
 from model.memory.keys import content_hash, memory_key
 from model.memory.records import ClipRecord, VideoMemory
 from model.profiles import SamplingSpec
-from model.protocols import OCR, ClipEncoder, ImageTagger, TextEmbedder, VideoTextRanker, VisualTag
+from model.protocols import OCR, ClipEncoder, ImageTagger, TextEmbedder, VideoTextRanker
 from model.speech import Segment, Transcriber, Transcript
 
 Progress = Callable[[str, float], None]
@@ -76,81 +75,22 @@ class IngestedBatch:
     damage: list[LostStretch] = field(default_factory=list)  # broken frames the decoder met (damaged files)
 
 
-def pick_frames(clip_images: np.ndarray, n: int) -> np.ndarray:
-    """[B, T, ...] -> [B, n, ...]: the frames a model that sees `n` per clip gets (InternVideo2's midpoints)."""
-    have = clip_images.shape[1]
-    if have == n:
-        return clip_images
-    return clip_images[:, [min(have - 1, i) for i in segment_indices(have, n)]]
+@dataclass(frozen=True)
+class Identified:
+    """A video about to be ingested: its probe, its sampling, its memory key and how long hashing took."""
 
+    path: Path
+    info: VideoInfo
+    sampling: SamplingSpec
+    key: str
+    hash_s: float
+    t0: float  # when hashing began: a reopen counts its time from here
 
-def ocr_frames(n_have: int, n_want: int) -> list[int]:
-    """Frames of a clip that OCR reads: evenly spaced and ending on the last frame, so text that appears
-    anywhere in the clip and stays is seen in this clip (not first in the next one)."""
-    if n_want >= n_have:
-        return list(range(n_have))
-    return sorted({round(x) for x in np.linspace(0, n_have - 1, n_want + 1)[1:]})
-
-
-def tag_frames(n_have: int, n_want: int) -> list[int]:
-    """Frames of a clip the tagger sees: every (n_have / n_want)-th from the first, so the gaps between tagged
-    frames stay even across clips and a thing is first seen at most one gap after it shows."""
-    if n_want >= n_have:
-        return list(range(n_have))
-    return sorted({int(i * n_have / n_want) for i in range(max(0, n_want))})
-
-
-@dataclass
-class SeenTags:
-    """A clip's tags: distinct labels in first-seen order (the ClipRecord's parallel lists)."""
-
-    labels: list[str] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_frames(cls, frames: Sequence[tuple[float, Sequence[VisualTag]]], sure: float = 0.0) -> SeenTags:
-        """The tags of a clip's tagged frames (in time order). A detection below `sure` counts only when the same
-        label is also found in a neighbouring tagged frame: a thing really there stays a while, while a one-frame
-        guess (a cartoon taken for a cat) does not, and would otherwise be its first sighting."""
-        seen = cls()
-        labels = [{tag.label for tag in tags} for _, tags in frames]
-        for k, (t, tags) in enumerate(frames):
-            near = (labels[k - 1] if k > 0 else set()) | (labels[k + 1] if k + 1 < len(frames) else set())
-            seen.add_frame([tag for tag in tags if tag.score >= sure or tag.label in near], t)
-        return seen
-
-    def add_frame(self, tags: Sequence[VisualTag], t: float) -> None:
-        per_frame = Counter(tag.label for tag in tags)
-        for tag in tags:
-            if tag.label in self.labels:
-                j = self.labels.index(tag.label)
-                self.counts[j] = max(self.counts[j], per_frame[tag.label])
-                continue
-            self.labels.append(tag.label)
-            self.times.append(float(t))
-            self.counts.append(per_frame[tag.label])
-            self.sources.append(tag.source)
-
-
-def read_screen(ocr: OCR, image: np.ndarray) -> list[str]:
-    """Distinct on-screen lines of one frame, in reading order."""
-    lines: list[str] = []
-    for text, _conf in ocr.read(image):
-        if text not in lines:
-            lines.append(text)
-    return lines
-
-
-def _jpeg(image: np.ndarray, width: int) -> bytes:
-    import cv2
-
-    h, w = image.shape[:2]
-    if w > width:
-        image = cv2.resize(image, (width, max(2, round(h * width / w))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return buf.tobytes() if ok else b""
+    def reopened(self, cached: VideoMemory) -> VideoMemory:
+        """`cached` (this key's memory from the cache) pointed at this path, with the reopen's timings."""
+        cached.path = self.path  # the same bytes may live elsewhere now
+        cached.timings = {**cached.timings, "hash_s": self.hash_s, "reopen_s": time.perf_counter() - self.t0}
+        return cached
 
 
 def _speech_in(transcript: Transcript, start: float, end: float) -> str:
@@ -195,6 +135,22 @@ class Ingestor:
             extra["tag_sure"] = self.config.tag_sure_score
         return memory_key(content_hash(path), self.config.profile, {**asdict(sampling), **extra})
 
+    def identify(
+        self,
+        path: str | Path,
+        fps: float | None = None,
+        frames_per_clip: int | None = None,
+        key_for: Callable[[Path, SamplingSpec], str] | None = None,
+    ) -> Identified:
+        """Probe the video (typed MediaError for anything that is not a usable video), fix its sampling and hash
+        it into its memory key (`key_for`: a builder that varies more, e.g. the chunked ingest's own key)."""
+        path = Path(path)
+        info = probe(path)
+        sampling = self.sampling_for(fps, frames_per_clip)
+        t0 = time.perf_counter()
+        key = (key_for or self.key_for)(path, sampling)
+        return Identified(path, info, sampling, key, time.perf_counter() - t0, t0)
+
     # ------------------------------------------------------------------------------------------ cached entry
     def memory_for(
         self,
@@ -204,22 +160,15 @@ class Ingestor:
         frames_per_clip: int | None = None,
     ) -> VideoMemory:
         """The video's memory: from the cache when this content was ingested with these settings, else built."""
-        path = Path(path)
-        info = probe(path)  # typed MediaError for anything that is not a usable video
-        sampling = self.sampling_for(fps, frames_per_clip)
-        t0 = time.perf_counter()
-        key = self.key_for(path, sampling)
-        hash_s = time.perf_counter() - t0
-        with self._lock(key):
-            cached = self.cache.get(key)
+        v = self.identify(path, fps, frames_per_clip)
+        with self._lock(v.key):
+            cached = self.cache.get(v.key)
             if cached is not None:
-                cached.path = path  # the same bytes may live elsewhere now
-                cached.timings = {**cached.timings, "hash_s": hash_s, "reopen_s": time.perf_counter() - t0}
                 if progress:
                     progress("indexing", 1.0)
-                return cached
-            memory = self.build(path, info, sampling, key, progress)
-            memory.timings["hash_s"] = hash_s
+                return v.reopened(cached)
+            memory = self.build(v.path, v.info, v.sampling, v.key, progress)
+            memory.timings["hash_s"] = v.hash_s
             memory.cache_note = self.cache.try_put(memory) or ""  # a full or read-only disk: served from memory
             return memory
 
@@ -304,7 +253,7 @@ class Ingestor:
         `transcript` must hold every line that overlaps the batch's clips (a clip carries the speech it overlaps);
         `timings` gains this batch's seconds per stage. The build loop and the chunked ingest both call this.
         """
-        m = self.models
+        m, c = self.models, self.config
         report = report or (lambda stage, fraction: None)
         for name in ("decode_s", "encode_s", "retrieval_s", "ocr_s", "tags_s"):
             timings.setdefault(name, 0.0)
@@ -332,10 +281,10 @@ class Ingestor:
         out = IngestedBatch(retrieval=retrieval, damage=list(frames.lost))
         for j, plan in enumerate(group):
             t = time.perf_counter()
-            ocr_lines, ocr_times = self._ocr_clip(clip_images[j], shown[j], ocr_gate)
+            ocr_lines, ocr_times = read_clip_screen(m.ocr, clip_images[j], shown[j], c.ocr_frames_per_clip, ocr_gate)
             timings["ocr_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            seen = self._tag_clip(clip_images[j], shown[j], tag_gate)
+            seen = tag_clip(m.tagger, clip_images[j], shown[j], c.tag_frames_per_clip, c.tag_sure_score, tag_gate)
             timings["tags_s"] += time.perf_counter() - t
             out.clips.append(
                 ClipRecord(
@@ -353,7 +302,7 @@ class Ingestor:
                     tag_sources=seen.sources,
                 )
             )
-            out.thumbnails.append(_jpeg(clip_images[j][len(plan.frame_times) // 2], self.config.thumb_width))
+            out.thumbnails.append(thumbnail_jpeg(clip_images[j][len(plan.frame_times) // 2], c.thumb_width))
         return out
 
     def index_texts(
@@ -382,44 +331,3 @@ class Ingestor:
             out.append(enc.encode(images[i : i + step]).to(torch.float16))
             self.encoder_calls += len(images[i : i + step])
         return torch.cat(out)
-
-    def _tag_clip(self, images: np.ndarray, times: list[float], gate: FrameGate | None = None) -> SeenTags:
-        """Objects and scene labels of a few frames of a clip, each with the first time it was seen. With a `gate`,
-        a frame that looks like the last one tagged keeps that frame's tags instead of being tagged again."""
-        tagger = self.models.tagger
-        if tagger is None or self.config.tag_frames_per_clip <= 0:
-            return SeenTags()
-
-        def tag(image: np.ndarray) -> Any:
-            got = gate.reuse(image) if gate is not None else None
-            if got is None:
-                got = tagger.tag(image)
-                if gate is not None:
-                    gate.remember(image, got)
-            return got
-
-        frames = [(times[j], tag(images[j])) for j in tag_frames(len(images), self.config.tag_frames_per_clip)]
-        return SeenTags.from_frames(frames, self.config.tag_sure_score)
-
-    def _ocr_clip(
-        self, images: np.ndarray, times: list[float], gate: FrameGate | None = None
-    ) -> tuple[list[str], list[float]]:
-        """Distinct on-screen lines of a few frames of a clip, each with the first time it was seen. With a `gate`,
-        a frame that looks like the last one read keeps that frame's lines instead of being read again."""
-        ocr = self.models.ocr
-        k = self.config.ocr_frames_per_clip
-        if ocr is None or k <= 0:
-            return [], []
-        lines: list[str] = []
-        seen_at: list[float] = []
-        for j in ocr_frames(len(images), k):
-            read = gate.reuse(images[j]) if gate is not None else None
-            if read is None:
-                read = read_screen(ocr, images[j])
-                if gate is not None:
-                    gate.remember(images[j], read)
-            for text in read:
-                if text not in lines:
-                    lines.append(text)
-                    seen_at.append(float(times[j]))
-        return lines, seen_at

@@ -28,19 +28,19 @@ import torch
 from safetensors import SafetensorError
 
 from model.errors import VideoChatError
-from model.media import ClipPlan, LostStretch, VideoInfo, decode_audio, merge_lost, plan_clips, probe, probe_damage
+from model.media import ClipPlan, LostStretch, decode_audio, merge_lost, plan_clips, probe_damage
 from model.memory.cache import os_reason
+from model.memory.chunk_speech import SR, SpeechAhead, transcribe_span
 from model.memory.chunks import Chunk, ChunkSpan, ChunkStore, assemble, plan_chunks, speech_in, sweep_partial
 from model.memory.gate import FrameGate
-from model.memory.ingest import Ingestor
+from model.memory.ingest import Ingestor, Progress
+from model.memory.job import IngestCancelled, IngestJob
 from model.memory.records import VideoMemory
 from model.profiles import SamplingSpec
 from model.speech import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
-SR = 16000
 KEEP_FINISHED = 16  # finished jobs kept (with their memories) so pages following them can catch up
 
 
@@ -57,134 +57,6 @@ class StreamConfig:
         d = asdict(self)
         d.pop("overlap_speech")
         return d
-
-
-class IngestCancelled(VideoChatError):
-    """The ingest was stopped before it finished (its finished chunks stay on disk)."""
-
-
-class IngestJob:
-    """One video's ingest in progress (or done): the latest memory snapshot and how to wait for more of it."""
-
-    def __init__(self, key: str, path: Path, info: VideoInfo, sampling: SamplingSpec) -> None:
-        self.key = key
-        self.path = path
-        self.info = info
-        self.sampling = sampling
-        self.spans: list[ChunkSpan] = []
-        self.memory: VideoMemory | None = None
-        self.error: BaseException | None = None
-        self.done = False
-        self.started = time.perf_counter()
-        self.first_chunk_s: float | None = None  # seconds from start until the first chunk was usable
-        self.built: list[int] = []  # chunks computed by this job
-        self.reused: list[int] = []  # chunks read back from disk
-        self.build_seconds = 0.0  # wall time spent building chunks (not reading them back)
-        self.built_video_s = 0.0  # video seconds those chunks cover
-        self.stage = "starting"
-        self.cache_note = ""  # why the chunks or the memory could not be saved ("" when they were)
-        self.stage_fraction = 0.0
-        self._cond = threading.Condition()
-        self._listeners: list[Progress] = []
-        self._cancel = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    # -- state -----------------------------------------------------------------------------------------
-    @property
-    def duration(self) -> float:
-        return float(self.info.duration)
-
-    @property
-    def seen_until(self) -> float:
-        return 0.0 if self.memory is None else self.memory.seen_until
-
-    @property
-    def fraction(self) -> float:
-        """How much of the video is ready (0..1)."""
-        return 1.0 if self.done and self.error is None else min(1.0, self.seen_until / max(self.duration, 1e-9))
-
-    @property
-    def running(self) -> bool:
-        return not self.done
-
-    def eta_for(self, t: float) -> float | None:
-        """Seconds until video time `t` is ingested, from this job's speed so far (None: not known yet)."""
-        if self.seen_until >= t or self.done:
-            return 0.0
-        if self.built_video_s <= 0:
-            return None
-        rate = self.build_seconds / self.built_video_s  # wall seconds per video second
-        return (t - self.seen_until) * rate
-
-    def add_listener(self, progress: Progress | None) -> None:
-        if progress is not None:
-            with self._cond:
-                self._listeners.append(progress)
-
-    def remove_listener(self, progress: Progress | None) -> None:
-        with self._cond:
-            if progress in self._listeners:
-                self._listeners.remove(progress)
-
-    def report(self, stage: str, fraction: float) -> None:
-        """Progress of the whole video: chunk stages scaled to where the chunk lies."""
-        self.stage, self.stage_fraction = stage, fraction
-        for cb in list(self._listeners):
-            try:
-                cb(stage, fraction)
-            except Exception:  # a closed browser tab must not stop the ingest others share
-                log.debug("progress listener failed", exc_info=True)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def publish(self, memory: VideoMemory, done: bool = False) -> None:
-        with self._cond:
-            self.memory = memory
-            if self.first_chunk_s is None:
-                self.first_chunk_s = time.perf_counter() - self.started
-            if done:
-                self.done = True
-            self._cond.notify_all()
-
-    def fail(self, err: BaseException) -> None:
-        with self._cond:
-            self.error = err
-            self.done = True
-            self._cond.notify_all()
-
-    # -- waiting ---------------------------------------------------------------------------------------
-    def wait_for(self, t: float, timeout: float | None = None) -> VideoMemory | None:
-        """Block until video time `t` is ingested (or the job ends, or `timeout` passes); the latest memory."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self.done and (self.memory is None or self.memory.seen_until < t):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(0.5 if left is None else min(left, 0.5))
-            if self.error is not None and self.memory is None:
-                raise self.error
-            return self.memory
-
-    def wait_first(self, timeout: float | None = None) -> VideoMemory:
-        """The first usable memory (after the first chunk); raises the job's error if it failed before that."""
-        memory = self.wait_for(1e-9, timeout)
-        if memory is None:
-            raise TimeoutError("the first chunk is not ready yet")
-        return memory
-
-    def wait_done(self, timeout: float | None = None) -> VideoMemory:
-        memory = self.wait_for(float("inf"), timeout)
-        if self.error is not None:
-            raise self.error
-        if memory is None or not memory.complete:
-            raise TimeoutError("the ingest has not finished yet")
-        return memory
 
 
 class StreamIngestor:
@@ -249,29 +121,23 @@ class StreamIngestor:
         self, path: str | Path, progress: Progress | None, fps: float | None, frames_per_clip: int | None
     ) -> tuple[IngestJob, bool, float]:
         """(the job, whether the caller must run it, hashing seconds)."""
-        path = Path(path)
-        info = probe(path)  # typed MediaError for anything that is not a usable video
-        sampling = self.ingestor.sampling_for(fps, frames_per_clip)
-        t0 = time.perf_counter()
-        key = self.key_for(path, sampling)
-        hash_s = time.perf_counter() - t0
+        v = self.ingestor.identify(path, fps, frames_per_clip, self.key_for)
         with self._guard:
-            job = self._jobs.get(key)
+            job = self._jobs.get(v.key)
             if job is not None and job.error is None:
                 job.add_listener(progress)
-                return job, False, hash_s
-            job = IngestJob(key, path, info, sampling)
+                return job, False, v.hash_s
+            job = IngestJob(v.key, v.path, v.info, v.sampling)
             job.add_listener(progress)
-            self._jobs[key] = job
-        cached = self.cache.get(key)
+            self._jobs[v.key] = job
+        cached = self.cache.get(v.key)
         if cached is None:
-            return job, True, hash_s
-        cached.path = path  # the same bytes may live elsewhere now
-        cached.timings = {**cached.timings, "hash_s": hash_s, "reopen_s": time.perf_counter() - t0}
-        ChunkStore(self.cache.root, key).remove()  # left over when a run died between finishing and cleaning
+            return job, True, v.hash_s
+        cached = v.reopened(cached)
+        ChunkStore(self.cache.root, v.key).remove()  # left over when a run died between finishing and cleaning
         job.report("indexing", 1.0)
         self._finish(job, cached)
-        return job, False, hash_s
+        return job, False, v.hash_s
 
     # -- the build loop --------------------------------------------------------------------------------
     def _run_safe(self, job: IngestJob, hash_s: float) -> None:
@@ -325,9 +191,9 @@ class StreamIngestor:
         on_disk = {s.index: store.load(s) for s in spans}  # damaged chunk files are found (and deleted) here
         todo = [s for s in spans if on_disk[s.index] is None]
         chunks: list[Chunk] = []
-        speech: _SpeechAhead | None = None
+        speech: SpeechAhead | None = None
         if self.config.overlap_speech and audio is not None and m.transcriber is not None and todo:
-            speech = _SpeechAhead(self, audio, todo)
+            speech = SpeechAhead(self.transcribe_span, audio, todo)
         memory: VideoMemory | None = None
         try:
             for span in spans:
@@ -420,7 +286,7 @@ class StreamIngestor:
         plans: list[ClipPlan],
         audio: np.ndarray | None,
         before: list[Chunk],
-        speech: _SpeechAhead | None,
+        speech: SpeechAhead | None,
     ) -> Chunk:
         ing = self.ingestor
         timings: dict[str, float] = {}
@@ -480,79 +346,4 @@ class StreamIngestor:
         self, audio: np.ndarray | None, span: ChunkSpan, report: Progress | None = None
     ) -> tuple[list[Segment], str | None]:
         """Whisper on the chunk's audio window; line and word times shifted to video time."""
-        tr = self.ingestor.models.transcriber
-        if tr is None or audio is None:
-            return [], None
-        a, b = round(span.audio_start * SR), round(span.audio_end * SR)
-        piece = audio[a:b]
-        if piece.size == 0:
-            return [], None
-
-        def rep(stage: str, fraction: float) -> None:
-            if report is not None:
-                report("transcribing", fraction)
-
-        out = tr.transcribe(piece, progress=rep if report is not None else None)
-        offset = a / SR
-        segments = []
-        for s in out.segments:
-            words = None
-            if s.words is not None:
-                words = [
-                    type(w)(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability)
-                    for w in s.words
-                ]
-            segments.append(Segment(round(s.start + offset, 3), round(s.end + offset, 3), s.text, words))
-        return segments, out.language
-
-
-class _SpeechAhead:
-    """Transcribes the chunks to build, in order, on its own thread, at most one chunk ahead of the frame work."""
-
-    AHEAD = 1
-
-    def __init__(self, owner: StreamIngestor, audio: np.ndarray, todo: list[ChunkSpan]) -> None:
-        self.owner = owner
-        self.audio = audio
-        self.todo = list(todo)
-        self.results: dict[int, tuple[list[Segment], str | None, float] | BaseException] = {}
-        self.cond = threading.Condition()
-        self.stopped = False
-        self.thread = threading.Thread(target=self._loop, name="ingest-speech", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        for span in self.todo:
-            with self.cond:  # results waiting to be taken: the frame work is behind, wait for it
-                while not self.stopped and len(self.results) > self.AHEAD:
-                    self.cond.wait(0.5)
-                if self.stopped:
-                    return
-            t = time.perf_counter()
-            try:
-                segs, lang = self.owner.transcribe_span(self.audio, span)
-                value: tuple[list[Segment], str | None, float] | BaseException = (segs, lang, time.perf_counter() - t)
-            except BaseException as err:  # re-raised in the build loop
-                value = err
-            with self.cond:
-                self.results[span.index] = value
-                self.cond.notify_all()
-            if isinstance(value, BaseException):
-                return
-
-    def result(self, index: int) -> tuple[list[Segment], str | None, float]:
-        with self.cond:
-            while index not in self.results:
-                if not self.thread.is_alive():
-                    raise RuntimeError(f"speech for chunk {index} was never transcribed")
-                self.cond.wait(0.5)
-            value = self.results.pop(index)
-            self.cond.notify_all()
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
+        return transcribe_span(self.ingestor.models.transcriber, audio, span, report)

@@ -21,8 +21,9 @@ from model.errors import VideoChatError
 from model.llm import Engine, GenerationParams, PromptBuilder
 from model.memory.cache import MemoryCache
 from model.memory.ingest import IngestConfig, IngestModels, Ingestor
+from model.memory.job import IngestJob
 from model.memory.records import VideoMemory
-from model.memory.stream import IngestJob, StreamConfig, StreamIngestor
+from model.memory.stream import StreamConfig, StreamIngestor
 from model.qa.answer import final_answer, stream_answer
 from model.qa.chapters import Chapters, ChapterStore, write_chapters, writer_id
 from model.qa.dense import DenseSegment, dense_segment

@@ -10,7 +10,7 @@ import torch
 
 from model.llm import VideoSegment
 from model.media import sample_window
-from model.memory.ingest import SeenTags, read_screen
+from model.memory.clip_reading import SeenTags, read_screen
 from model.memory.records import VideoMemory, format_tags
 from model.protocols import OCR, ImageTagger
 from model.qa.timeparse import TimeWindow
