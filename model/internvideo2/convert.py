@@ -16,13 +16,8 @@ from typing import Any
 
 import torch
 
-from model.internvideo2.loading import (
-    CHAT_PREFIXES,
-    chat_configs,
-    infer_bridge_config,
-    infer_vit_config,
-    save_vision_folder,
-)
+from model.internvideo2.loading import CHAT_PREFIXES, save_vision_folder
+from model.internvideo2.shapes import chat_configs, infer_bridge_config, infer_vit_config
 from model.profiles import VisionSpec
 from model.sources import CheckpointError, SafetensorsSet, resolve_model_dir
 
