@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.access import install_file_guard
 from app.answers import (
-    answer_moments,
     answer_text,
     cited_times,
     cited_video_times,
@@ -29,19 +26,16 @@ from app.answers import (
     make_settings,
 )
 from app.api import register_api
-from app.chapters import ChapterPanel, ingest_line
+from app.chapters import ChapterPanel
 from app.config import AppSettings
 from app.export import write_chat_markdown, write_subtitles
 from app.library import LibraryPanel, PageParts
 from app.links import (
-    format_clock,
-    linkify_times,
-    linkify_video_times,
-    moments_html,
     transcript_html,
-    video_moments_html,
 )
 from app.state import SessionState, Turn, delete_session, uploads
+from app.upload import StageTimer, check_limits, disk_message, display_name, own_upload, wire_session_files
+from app.view import NO_VIDEO, answer_moments_html, chat_messages, md_text, status_line
 from model.errors import VideoChatError
 
 log = logging.getLogger(__name__)
@@ -53,7 +47,6 @@ EXAMPLES = [
     "When is something said about the weather?",
     "What happens at 0:30?",
 ]
-NO_VIDEO = "Upload a video (or drop one on the player) to start."
 
 
 def launch_options(settings: AppSettings) -> dict[str, Any]:
@@ -77,78 +70,6 @@ def library_root(settings: AppSettings) -> Path:
     from model.assets import data_dir
 
     return root(data_dir() / "memory")
-
-
-def _messages(state: SessionState, pending: bool = False) -> list[dict[str, str]]:
-    """The chat as Gradio messages; answers carry seek links for their cited times."""
-    duration = state.duration
-    out: list[dict[str, str]] = []
-    for i, turn in enumerate(state.turns):
-        out.append({"role": "user", "content": html.escape(turn.question)})
-        if turn.error:
-            body = f"⚠️ {html.escape(turn.error)}"
-        else:
-            cited = None if turn.citations is None else turn.citations
-            if turn.videos is not None:  # an answer from the library: each citation names (or defaults to) its video
-                body = linkify_video_times(turn.answer, turn.videos, turn.video_citations, turn.default_video)
-            else:
-                body = linkify_times(turn.answer, duration, cited)
-            if turn.stopped:
-                body += " _(stopped)_"
-            elif not turn.answer and pending and i == len(state.turns) - 1:
-                body = "…"
-        if body:
-            out.append({"role": "assistant", "content": body})
-    return out
-
-
-def _status_line(state: SessionState) -> str:
-    if not state.ready:
-        return NO_VIDEO
-    if not getattr(state.memory, "complete", True):  # still ingesting: never "ready" yet
-        return ingest_line(state)
-    parts = [f"**{md_text(state.video_name)}** · {format_clock(state.duration or 0)} · ready"]
-    if state.stage_seconds:
-        parts.append(" · ".join(f"{k} {v:.1f} s" for k, v in state.stage_seconds.items()))
-    if getattr(state.memory, "cache_note", ""):
-        parts.append("not saved to the cache")
-    line = " — ".join(parts)
-    note = getattr(state.memory, "damage_note", "")  # a damaged file: what was lost, where
-    return f"{line}\n\n⚠️ {html.escape(note)}" if note else line
-
-
-def disk_message(err: OSError) -> str:
-    """A file-system error during an upload, in words (no errno, no server paths)."""
-    from model.memory.cache import os_reason
-
-    return f"The server could not read or write a file for this upload ({os_reason(err)}). Try again later."
-
-
-class _StageTimer:
-    """Turns `progress(stage, fraction)` calls into per-stage durations and a gr.Progress bar."""
-
-    def __init__(self, bar: gr.Progress | None) -> None:
-        self.bar = bar
-        self.seconds: dict[str, float] = {}
-        self.stage: str | None = None
-        self.t0 = time.perf_counter()
-        self.start = self.t0
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        now = time.perf_counter()
-        if stage != self.stage:
-            if self.stage is not None:
-                self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.t0
-            self.stage, self.t0 = stage, now
-        if self.bar is not None:
-            elapsed = now - self.start
-            self.bar(min(max(float(fraction), 0.0), 1.0), desc=f"{stage} ({elapsed:.0f} s)")
-
-    def finish(self) -> dict[str, float]:
-        self("done", 1.0)
-        self.seconds.pop("done", None)
-        self.seconds["total"] = time.perf_counter() - self.start
-        return self.seconds
 
 
 def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
@@ -267,10 +188,10 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             if not video:
                 return {**locked, status: NO_VIDEO, error_box: gr.Markdown(visible=False)}
             path = Path(video)
-            timer = _StageTimer(progress)
+            timer = StageTimer(progress)
             try:
                 path = own_upload(st, path, request)  # this session's own link: no other session's end takes it
-                _check_limits(path, settings)
+                check_limits(path, settings)
                 memory = chapter_panel.first_memory(st, path, timer, float(fps_v), int(fpc_v))  # first chunk
             except (VideoChatError, OSError) as err:
                 message = str(err) if isinstance(err, VideoChatError) else disk_message(err)
@@ -286,7 +207,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                 gr.Warning(memory.cache_note)
             st.memory = memory
             st.video_path = path
-            st.video_name = _display_name(path)
+            st.video_name = display_name(path)
             st.stage_seconds = timer.finish()
             uploads.hold(st)
             vtt = write_subtitles(st, "vtt")
@@ -295,7 +216,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             return {
                 state: st,
                 player: gr.Video(subtitles=str(vtt) if vtt and segments else None),
-                status: _status_line(st),
+                status: status_line(st),
                 error_box: gr.Markdown("", visible=False),
                 chatbot: [],
                 evidence: None,
@@ -309,20 +230,8 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             }
 
         upload_outputs = [
-            state,
-            player,
-            status,
-            error_box,
-            chatbot,
-            evidence,
-            moments,
-            transcript,
-            textbox,
-            send,
-            dl_srt,
-            dl_vtt,
-            dl_md,
-        ]
+            state, player, status, error_box, chatbot, evidence, moments, transcript, textbox, send, dl_srt, dl_vtt, dl_md
+        ]  # fmt: skip
         upload_event = player.upload(
             on_upload,
             [player, state, fps, frames_per_clip],
@@ -363,7 +272,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
             st.turns.append(turn)
             request_id = st.new_request_id()
             yield {
-                chatbot: _messages(st, pending=True),
+                chatbot: chat_messages(st, pending=True),
                 textbox: gr.Textbox(value="", interactive=False),
                 send: gr.Button(interactive=False),
                 stop: gr.Button(interactive=True),
@@ -394,7 +303,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     now = time.perf_counter()
                     if now - last_yield > 0.05:  # don't re-send the chat for every token
                         last_yield = now
-                        yield {chatbot: _messages(st, pending=True)}
+                        yield {chatbot: chat_messages(st, pending=True)}
             except VideoChatError as err:
                 turn.error = str(err)
                 gr.Warning(str(err))
@@ -406,22 +315,15 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     st.request_id = None
                 if done is None and not turn.error:
                     turn.stopped = True
-            found = answer_moments(done) if done is not None else []
             gallery = evidence_items(done, st.memory) if (done is not None and show_ev) else []
             md = write_chat_markdown(st, profile.name)
             yield {
-                chatbot: _messages(st),
+                chatbot: chat_messages(st),
                 textbox: gr.Textbox(interactive=True),
                 send: gr.Button(interactive=True),
                 stop: gr.Button(interactive=False),
                 evidence: gallery or None,
-                moments: (
-                    video_moments_html(
-                        [(m.video, m.start, m.end, m.text) for m in done.moments], turn.videos, turn.default_video
-                    )
-                    if done is not None and turn.videos is not None
-                    else moments_html(found, duration=st.duration)
-                ),
+                moments: answer_moments_html(st, turn, done),
                 dl_md: gr.DownloadButton(value=str(md), interactive=True),
             }
 
@@ -446,7 +348,7 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
                     log.debug("abort(%s) failed", request_id, exc_info=True)
             md = write_chat_markdown(st, profile.name) if isinstance(st, SessionState) and st.turns else None
             return {
-                chatbot: _messages(st) if isinstance(st, SessionState) else [],
+                chatbot: chat_messages(st) if isinstance(st, SessionState) else [],
                 textbox: gr.Textbox(interactive=bool(isinstance(st, SessionState) and st.ready)),
                 send: gr.Button(interactive=bool(isinstance(st, SessionState) and st.ready)),
                 stop: gr.Button(interactive=False),
@@ -475,30 +377,12 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
         chatbot.clear(on_clear, [state], [chatbot, evidence, moments, dl_md], concurrency_limit=None)
 
         # ---- files: each session's own, for its user only, gone when it ends -------------------------
-        def on_upload_arrived(video: str | None, request: gr.Request) -> None:
-            """Not queued: the session links the upload the moment it arrives, so a queued upload's file survives
-            the end of another session that uploaded the same bytes (Gradio stores them once)."""
-            if video and request is not None and request.session_hash:
-                try:
-                    uploads.adopt(request.session_hash, video, request.username)
-                except OSError as err:  # gone already: on_upload says so
-                    log.info("could not link upload %s: %s", video, err)
-
-        def on_page_load() -> None:
-            install_file_guard(getattr(demo, "server_app", None), uploads)  # once, before any file is asked for
-
-        def on_page_closed(request: gr.Request) -> None:
-            if request is not None and request.session_hash:
-                uploads.end_session(request.session_hash)
-
-        player.upload(on_upload_arrived, [player], None, concurrency_limit=None, show_progress="hidden")
-        demo.load(on_page_load, None, None)
-        demo.unload(on_page_closed)
+        wire_session_files(demo, player)
 
         # ---- library and API --------------------------------------------------------------------
         page = PageParts(
             state, player, status, error_box, chatbot, evidence, moments, transcript, textbox, send,
-            dl_srt, dl_vtt, dl_md, upload_event, unload, _status_line,
+            dl_srt, dl_vtt, dl_md, upload_event, unload, status_line,
         )  # fmt: skip
         library.wire(page, demo)
         chapter_panel.wire(page, demo)
@@ -507,34 +391,3 @@ def build_app(runtime: Any, settings: AppSettings | None = None) -> gr.Blocks:
     demo.videochat_service = library.service  # type: ignore[attr-defined]  # the MCP tools share it
     demo.queue(default_concurrency_limit=settings.concurrency)
     return demo
-
-
-def _display_name(path: Path) -> str:
-    return path.name
-
-
-def own_upload(st: SessionState, path: Path, request: gr.Request | None) -> Path:
-    """This session's own link to its upload (made on arrival, or now); a typed error when the file is gone."""
-    if request is not None:
-        st.session_hash = request.session_hash  # type: ignore[attr-defined]
-        st.user = getattr(request, "username", None) or getattr(st, "user", None)  # type: ignore[attr-defined]
-    try:
-        return uploads.adopt(st.upload_key, path, getattr(st, "user", None))
-    except FileNotFoundError as err:
-        raise VideoChatError("The uploaded file is no longer on the server; please upload it again.") from err
-
-
-def _check_limits(path: Path, settings: AppSettings) -> None:
-    """Refuse files over the upload size or duration limits, and GIF animations, before any decoding work: the
-    same rule as `launch.py ask`/`ingest` (model.cli.check_video)."""
-    from model.cli import check_video
-
-    check_video(path, settings.max_upload_mb, settings.max_duration_min)
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
-
-
-def md_text(text: str) -> str:
-    """`text` shown literally inside Markdown (file names, messages): its HTML and Markdown syntax escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))

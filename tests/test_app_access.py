@@ -67,7 +67,7 @@ def test_auth_on_the_command_line_is_flagged(tmp_path: Path) -> None:
 def test_file_names_do_not_render_markdown() -> None:
     from markdown_it import MarkdownIt
 
-    from app.ui import _status_line, md_text
+    from app.view import md_text, status_line
 
     class _Info:
         duration = 12.0
@@ -79,7 +79,7 @@ def test_file_names_do_not_render_markdown() -> None:
 
     name = "**bold** _it_ [link](javascript:alert(1)) `code` <b>x</b> # h.mp4"
     st = SessionState(memory=_Memory(), video_name=name)
-    html_out = MarkdownIt().render(_status_line(st))
+    html_out = MarkdownIt().render(status_line(st))
     assert "<em>" not in html_out and "<a " not in html_out and "<code>" not in html_out and "<b>" not in html_out
     assert html_out.count("<strong>") == 1, "only the app's own bold around the name"
     assert "**bold** _it_ [link](javascript:alert(1))" in MarkdownIt().render(md_text(name)).replace("&amp;", "&")
@@ -112,7 +112,7 @@ def test_cli_applies_the_apps_limits_unless_lifted(speech_video) -> None:
 
 def test_gif_rule_is_the_same_for_cli_and_app(tmp_path: Path) -> None:
     from app.config import AppSettings
-    from app.ui import _check_limits
+    from app.upload import check_limits
     from model.media import MediaError
 
     gif = tmp_path / "anim.gif"
@@ -133,7 +133,7 @@ def test_gif_rule_is_the_same_for_cli_and_app(tmp_path: Path) -> None:
     out = cli("ask", str(gif), "What is shown?", "--profile", "lite")
     assert out.returncode == 2 and "GIF animations are not supported" in out.stderr and "loading" not in out.stderr
     with pytest.raises(MediaError, match="GIF animations are not supported"):
-        _check_limits(gif, AppSettings())
+        check_limits(gif, AppSettings())
 
 
 def test_app_and_cli_limits_are_one_rule() -> None:
