@@ -11,6 +11,7 @@ The LLM runs on the transformers engine (as in tests/test_app_browser.py): these
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,9 @@ def runtime():
     from model.runtime import Runtime
 
     llm = LLMSpec(**{**LITE.llm.__dict__, "engine": "transformers"})
-    return Runtime.load(LITE.replace(llm=llm, max_new_tokens=32))
+    rt = Runtime.load(LITE.replace(llm=llm, max_new_tokens=32))
+    yield rt
+    asyncio.run(rt.close())
 
 
 def _serve(runtime, settings, auth=None) -> tuple[str, object]:

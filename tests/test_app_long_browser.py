@@ -5,6 +5,7 @@ clickable chapters list appears beside the transcript (its links seek the player
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+        asyncio.run(runtime.close())
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ delete a video with its files."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"url": f"http://127.0.0.1:{port}/", "settings": settings, "service": demo.videochat_service}
     finally:
         demo.close()
+        asyncio.run(runtime.close())
 
 
 @pytest.fixture(scope="module")
