@@ -10,7 +10,6 @@ full disk) gives a `CacheError` with the reason in words, never a raw OSError.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import json
 import logging
@@ -31,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.errors import VideoChatError
-from model.memory.keys import FORMAT_VERSION
+from model.memory.keys import FORMAT_VERSION, file_checksum
 from model.memory.records import ClipRecord, VideoMemory
 from model.speech import Transcript
 
@@ -43,7 +42,6 @@ META = "meta.json"
 THUMBS = "thumbs.bin"
 LAST_USED = ".last_used"
 DEFAULT_MAX_BYTES = 20 * 2**30
-_CHUNK = 8 << 20
 TEMP_PREFIXES = (".tmp-", ".old-")  # a write in progress, an entry being replaced
 STALE_TEMP_S = 3600.0  # a temporary folder of unknown origin this old is a crashed write's
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
@@ -95,14 +93,6 @@ def _writer_alive(name: str) -> bool | None:
     except OSError:  # someone else's process: alive
         return True
     return True
-
-
-def _file_checksum(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class CacheCorruptError(Exception):
@@ -178,7 +168,7 @@ class MemoryCache:
                 raise CacheCorruptError(f"missing {name}")
             if f.stat().st_size != want["size"]:
                 raise CacheCorruptError(f"{name} has {f.stat().st_size} bytes, manifest says {want['size']}")
-            if _file_checksum(f) != want["blake2b"]:
+            if file_checksum(f) != want["blake2b"]:
                 raise CacheCorruptError(f"{name} checksum mismatch")
         return manifest
 
@@ -304,7 +294,7 @@ class MemoryCache:
         (d / META).write_text(json.dumps(meta))
         files = {}
         for f in sorted(d.iterdir()):
-            files[f.name] = {"size": f.stat().st_size, "blake2b": _file_checksum(f)}
+            files[f.name] = {"size": f.stat().st_size, "blake2b": file_checksum(f)}
         manifest = {"version": FORMAT_VERSION, "key": memory.key, "created": time.time(), "files": files}
         (d / MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last: its presence marks completeness
 

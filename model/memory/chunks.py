@@ -15,7 +15,6 @@ When the last chunk is done the whole memory is written to the `MemoryCache` as 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -35,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.media import ClipPlan, LostStretch, merge_lost
+from model.memory.keys import file_checksum
 from model.memory.records import ClipRecord, VideoMemory
 from model.speech import Segment, Transcript
 
@@ -44,7 +44,6 @@ CHUNK_FORMAT = 1
 PARTIAL = ".partial"  # hidden from MemoryCache.entries(): not a finished memory
 LAYOUT = "layout.json"
 _NAME = re.compile(r"^chunk-(\d{4})-([0-9a-f]{32})\.safetensors$")
-_READ = 8 << 20
 HOP_S = 0.05  # audio energy hop for the quiet-point search
 SMOOTH_S = 0.3  # window the energy is averaged over
 
@@ -147,14 +146,6 @@ def plan_chunks(
 
 
 # ------------------------------------------------------------------------------------------------- files
-def _checksum(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(_READ):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -259,7 +250,7 @@ class ChunkStore:
             save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            final = self.dir / f"chunk-{chunk.span.index:04d}-{_checksum(Path(tmp))}.safetensors"
+            final = self.dir / f"chunk-{chunk.span.index:04d}-{file_checksum(Path(tmp))}.safetensors"
             for old in self.files().get(chunk.span.index, []):
                 old.unlink(missing_ok=True)
             os.replace(tmp, final)
@@ -284,7 +275,7 @@ class ChunkStore:
     def _read(self, f: Path, span: ChunkSpan) -> Chunk:
         want = _NAME.match(f.name)
         assert want is not None
-        if _checksum(f) != want.group(2):
+        if file_checksum(f) != want.group(2):
             raise ValueError("checksum mismatch")
         with safe_open(str(f), "pt") as sf:
             meta = json.loads((sf.metadata() or {})["meta"])

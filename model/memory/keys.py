@@ -38,6 +38,16 @@ def content_hash(path: str | Path) -> str:
     return digest
 
 
+def file_checksum(path: Path) -> str:
+    """BLAKE2b-128 of a file's bytes: the integrity check of the cache's and the chunk store's files (always this
+    one algorithm, unlike `content_hash`, so a file verifies wherever it was written)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def memory_key(content: str, profile: str, sampling: dict[str, Any]) -> str:
     """Cache key: what the memory depends on (bytes, models, sampling, format)."""
     blob = json.dumps(
