@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import InstructBlipQFormerConfig, InstructBlipQFormerModel
 
+from model.internvideo2.bert import bert_kwargs
+
 
 @dataclass(frozen=True)
 class BridgeConfig:
@@ -38,15 +40,9 @@ class BridgeConfig:
 
     def qformer_config(self) -> InstructBlipQFormerConfig:
         cfg = InstructBlipQFormerConfig(
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            intermediate_size=self.intermediate,
-            max_position_embeddings=self.max_position_embeddings,
+            **bert_kwargs(self),
             cross_attention_frequency=self.cross_attention_frequency,
             encoder_hidden_size=self.vision_width,
-            layer_norm_eps=1e-12,
         )
         cfg._attn_implementation = "sdpa"
         return cfg

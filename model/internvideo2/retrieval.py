@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from model.internvideo2.bert import bert_kwargs
 from model.internvideo2.chat import FramesError, preprocess_frames
 from model.internvideo2.vit import VisionTransformer, VisionTransformerConfig, vit_preset
 
@@ -31,16 +32,7 @@ class TextConfig:
     type_vocab_size: int = 2
 
     def bert_config(self) -> BertConfig:
-        cfg = BertConfig(
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            intermediate_size=self.intermediate,
-            max_position_embeddings=self.max_position_embeddings,
-            type_vocab_size=self.type_vocab_size,
-            layer_norm_eps=1e-12,
-        )
+        cfg = BertConfig(**bert_kwargs(self), type_vocab_size=self.type_vocab_size)
         cfg._attn_implementation = "sdpa"
         return cfg
 

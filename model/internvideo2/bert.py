@@ -1,0 +1,36 @@
+"""What the two BERTs of InternVideo2 (the chat model's Q-Former and the stage-2 text encoder) share: our config
+fields in the names transformers' BERT-style configs take."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class BertSizes(Protocol):
+    """The size fields `BridgeConfig` and `TextConfig` both have."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def hidden(self) -> int: ...
+    @property
+    def layers(self) -> int: ...
+    @property
+    def heads(self) -> int: ...
+    @property
+    def intermediate(self) -> int: ...
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+
+def bert_kwargs(sizes: BertSizes) -> dict[str, Any]:
+    """Keyword arguments for a transformers BERT-style config (`BertConfig`, `InstructBlipQFormerConfig`)."""
+    return {
+        "vocab_size": sizes.vocab_size,
+        "hidden_size": sizes.hidden,
+        "num_hidden_layers": sizes.layers,
+        "num_attention_heads": sizes.heads,
+        "intermediate_size": sizes.intermediate,
+        "max_position_embeddings": sizes.max_position_embeddings,
+        "layer_norm_eps": 1e-12,  # both checkpoints were trained with BERT's epsilon
+    }
