@@ -3,27 +3,14 @@ fields in the names transformers' BERT-style configs take."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type names only: both configs import this module
+    from model.internvideo2.bridge import BridgeConfig
+    from model.internvideo2.retrieval import TextConfig
 
 
-class BertSizes(Protocol):
-    """The size fields `BridgeConfig` and `TextConfig` both have."""
-
-    @property
-    def vocab_size(self) -> int: ...
-    @property
-    def hidden(self) -> int: ...
-    @property
-    def layers(self) -> int: ...
-    @property
-    def heads(self) -> int: ...
-    @property
-    def intermediate(self) -> int: ...
-    @property
-    def max_position_embeddings(self) -> int: ...
-
-
-def bert_kwargs(sizes: BertSizes) -> dict[str, Any]:
+def bert_kwargs(sizes: BridgeConfig | TextConfig) -> dict[str, Any]:
     """Keyword arguments for a transformers BERT-style config (`BertConfig`, `InstructBlipQFormerConfig`)."""
     return {
         "vocab_size": sizes.vocab_size,
