@@ -134,6 +134,26 @@ def test_after_question_gets_the_next_line() -> None:
     assert "train" in p.inputs.subtitles and "painter" in p.inputs.subtitles
     assert "fireworks" not in p.inputs.subtitles
     assert p.focus == [(82.0, 86.0)], "what happens after is the next line"
+    # The question tells where X is said and where what follows starts (the 1.5B model otherwise answered
+    # from X's own line in 3 of 8 eval questions).
+    assert p.inputs.question == (
+        "What happens after the train leaves?\n"
+        "(What the question refers to is said at [01:12-01:16]; what comes right after it starts at [01:22].)"
+    )
+
+
+def test_before_question_names_the_line_before() -> None:
+    p, _ = plan("What happens just before the train leaves?")
+    assert "right before it starts at [01:02]" in p.inputs.question and "teacher" in p.inputs.subtitles
+
+
+def test_anchor_note_only_where_a_neighbour_line_is_resolved() -> None:
+    off, _ = plan("What happens after the train leaves?", settings=RetrievalSettings(anchor_note=False))
+    assert off.inputs.question == "What happens after the train leaves?"
+    last, _ = plan("What happens after the fireworks light the sky?")  # the last line: nothing follows it
+    assert last.inputs.question == "What happens after the fireworks light the sky?"
+    plain, _ = plan("What does the baker slice?")
+    assert plain.inputs.question == "What does the baker slice?"
 
 
 def test_asked_time_gets_that_clip_only() -> None:

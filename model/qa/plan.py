@@ -137,6 +137,21 @@ def subtitle_focus(
     return None, []
 
 
+def anchor_note(memory: VideoMemory, question: str, said: Sequence[Window]) -> str:
+    """For "what happens after/before X": where X's line is and where the line after (before) it starts, as a
+    sentence after the question. Without it a small model answers from X's own line, which it sees first."""
+    if not said or not asks_neighbour(question):
+        return ""
+    before = bool(BEFORE.search(question))
+    neighbour = neighbour_line(memory, said[0], after=not before)
+    if not neighbour:
+        return ""
+    (a, b), (c, _) = said[0], neighbour[0]
+    x, y, z = (format_time(t, memory.duration) for t in (a, b, c))
+    side = "before" if before else "after"
+    return f"(What the question refers to is said at [{x}-{y}]; what comes right {side} it starts at [{z}].)"
+
+
 def plan_prompt(
     memory: VideoMemory,
     question: str,
@@ -213,8 +228,9 @@ def plan_prompt(
     evidence.sort(key=lambda e: e.start)
     cost = turn_cost or (lambda q, a: count_tokens(q) + count_tokens(a))
     kept = trim_history(history, budget_tokens // 2 if history_budget is None else history_budget, cost)
+    note = anchor_note(memory, question, said) if has_speech and settings.anchor_note else ""
     inputs = PromptInputs(
-        question=question,
+        question=f"{question}\n{note}" if note else question,
         segments=segments,
         subtitles=subtitles,
         history=kept,
