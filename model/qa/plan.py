@@ -23,10 +23,11 @@ from model.timecode import example_time, format_time
 
 INSTRUCTIONS = (
     "You answer questions about a video using only the context given: clips with their time ranges, "
-    "text seen on screen, things seen in the pictures, and timed subtitles of what is said. "
+    "text seen on screen, things seen in the pictures, and a timed transcript of what is said. "
     "When you state something from the video, "
-    "cite its time in square brackets like [{example}]. Answer from the subtitles when the question is about "
-    "what is said. If the context does not contain the answer, say that you cannot tell from the video. "
+    "cite its time in square brackets like [{example}]. A question about what is said at a time is answered by "
+    "the transcript line at that time. If the context does not contain the answer, say that you cannot tell "
+    "from the video. "
     "Answer briefly."
 )
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
