@@ -378,7 +378,8 @@ def test_memory_records_what_was_lost_and_speech_keeps_its_time(case, damaged, i
 
 def test_intact_memory_has_no_damage_and_old_cache_entries_read(damage_sources, ingestor, tmp_path):
     from model.memory import MemoryCache
-    from model.memory.cache import META, _file_checksum
+    from model.memory.cache import META
+    from model.memory.keys import file_checksum
 
     memory = ingestor.memory_for(damage_sources["mp4"].path)
     assert memory.damage == [] and memory.damage_note == "" and memory.summary()["damage"] == []
@@ -389,7 +390,7 @@ def test_intact_memory_has_no_damage_and_old_cache_entries_read(damage_sources, 
     del meta["damage"]
     (entry / META).write_text(json.dumps(meta))
     manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["files"][META] = {"size": (entry / META).stat().st_size, "blake2b": _file_checksum(entry / META)}
+    manifest["files"][META] = {"size": (entry / META).stat().st_size, "blake2b": file_checksum(entry / META)}
     (entry / "manifest.json").write_text(json.dumps(manifest))
     old = cache.get(memory.key)
     assert old is not None and old.damage == [] and len(old.clips) == len(memory.clips)

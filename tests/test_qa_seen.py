@@ -12,8 +12,9 @@ import pytest
 from model.llm import VideoSegment
 from model.media import VideoInfo
 from model.memory import ClipRecord, MemoryCache, VideoMemory
-from model.memory.cache import MANIFEST, META, _file_checksum
+from model.memory.cache import MANIFEST, META
 from model.memory.clip_reading import SeenTags, tag_frames
+from model.memory.keys import file_checksum
 from model.memory.records import format_tags
 from model.qa import RetrievalSettings, parse_time_refs
 from model.qa.plan import clip_segment, plan_prompt, seen_line
@@ -284,7 +285,7 @@ def test_tags_survive_the_cache_and_old_entries_read_as_untagged(tmp_path: Path)
             c.pop(k)
     (entry / META).write_text(json.dumps(meta))
     manifest = json.loads((entry / MANIFEST).read_text())
-    manifest["files"][META] = {"size": (entry / META).stat().st_size, "blake2b": _file_checksum(entry / META)}
+    manifest["files"][META] = {"size": (entry / META).stat().st_size, "blake2b": file_checksum(entry / META)}
     (entry / MANIFEST).write_text(json.dumps(manifest))
     old = cache.get("seen")
     assert old is not None, "an old entry is still readable"
