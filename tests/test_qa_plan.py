@@ -227,3 +227,22 @@ def test_screen_text_carries_when_it_was_read_and_moments_reach_the_prompt() -> 
     assert moments and any(t.startswith("Search found on screen: GARDEN") and "[00:24]" in t for t in texts), texts
     bare, _ = plan("When is GARDEN on screen?", settings=RetrievalSettings(moments_in_prompt=False))
     assert not any(s.text.startswith("Search found") for s in bare.inputs.segments)
+
+
+def test_a_clip_states_the_refined_onset_of_the_moment_found_on_it() -> None:
+    """Frames decoded between the OCR'd ones put GARDEN's onset at 0:21: the clip's screen line says so too, or
+    the model cites the OCR'd 0:24 beside the moment's 0:21 (it did, in the eval: [01:44] for MUSEUM at 01:37)."""
+    from model.qa.search import Moment
+
+    m = memory()
+    question = "When is GARDEN on screen?"
+    tq = parse_time_refs(question, m.duration)
+    scores = score_clips(m, question, QuestionVectors())
+    refined = Moment(21.0, 30.0, 2.0, "on screen: GARDEN", 2)
+    p = plan_prompt(m, question, tq, scores, [refined], [], [], RetrievalSettings(), 400, seg_cost, words_cost)
+    texts = [s.text for s in p.inputs.segments]
+    assert any("On screen: [00:21] GARDEN" in t for t in texts), texts
+    assert not any("[00:24] GARDEN" in t for t in texts), texts
+    other = Moment(21.0, 30.0, 2.0, 'speech: "the gardener"', 2)  # not an on-screen moment: the OCR'd time stays
+    q = plan_prompt(m, question, tq, scores, [other], [], [], RetrievalSettings(), 400, seg_cost, words_cost)
+    assert any("On screen: [00:24] GARDEN" in s.text for s in q.inputs.segments)

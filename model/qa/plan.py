@@ -7,7 +7,7 @@ returns the prompt's inputs (no models, no decoding), so every rule here is unit
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from model.llm import PromptInputs, VideoSegment
@@ -15,7 +15,7 @@ from model.memory.records import ClipRecord, VideoMemory
 from model.qa.chapters import chapter_context
 from model.qa.context import BEFORE, ContextChoice, asks_neighbour, select_clips
 from model.qa.dense import DenseSegment
-from model.qa.search import ClipScores, Moment, neighbour_line
+from model.qa.search import ON_SCREEN, ClipScores, Moment, neighbour_line, quote
 from model.qa.timeparse import TimeQuery
 from model.qa.types import ClipEvidence, RetrievalSettings
 from model.speech import Transcript, subtitle_lines
@@ -71,15 +71,32 @@ def seen_line(clip: ClipRecord, duration: float, limit: int = SEEN_LIMIT) -> str
     return ("Seen: " + "; ".join(f"[{at}] {', '.join(labels)}" for at, labels in groups.items())) if groups else ""
 
 
-def screen_line(clip: ClipRecord, duration: float) -> str:
+def screen_line(clip: ClipRecord, duration: float, onsets: Mapping[str, float] | None = None) -> str:
     """A clip's on-screen text with the time each line was first read: "On screen: [00:22] LIBRARY | [00:30] MARKET"
-    (the model cites the time the text shows, not the clip's start)."""
+    (the model cites the time the text shows, not the clip's start). `onsets`: earlier first-show times that
+    search found for some lines (frames decoded between the OCR'd ones), which replace the OCR'd time."""
     if not clip.ocr:
         return ""
     if len(clip.ocr_times) != len(clip.ocr):
         return "On screen: " + clip.ocr_text
-    lines = [f"[{format_time(t, duration)}] {text}" for text, t in zip(clip.ocr, clip.ocr_times, strict=True)]
+    onsets = onsets or {}
+    times = [min(t, onsets.get(text, t)) for text, t in zip(clip.ocr, clip.ocr_times, strict=True)]
+    lines = [f"[{format_time(t, duration)}] {text}" for text, t in zip(clip.ocr, times, strict=True)]
     return "On screen: " + " | ".join(lines)
+
+
+def screen_onsets(moments: Sequence[Moment], memory: VideoMemory) -> dict[int, dict[str, float]]:
+    """Per clip index, the refined first-show time of each on-screen line a "when" moment starts on. Without it
+    the clip says "[01:44] MUSEUM" (the OCR'd frame) beside the moment's "[01:38]", and the model cites 01:44."""
+    out: dict[int, dict[str, float]] = {}
+    for m in moments:
+        if m.clip_index is None or not m.reason.startswith(ON_SCREEN) or m.clip_index >= len(memory.clips):
+            continue
+        line = m.reason[len(ON_SCREEN) :]
+        for text in memory.clips[m.clip_index].ocr:
+            if quote(text) == line:
+                out.setdefault(m.clip_index, {})[text] = m.start
+    return out
 
 
 def moment_segment(moment: Moment, duration: float) -> VideoSegment:
@@ -93,10 +110,16 @@ def moment_segment(moment: Moment, duration: float) -> VideoSegment:
     )
 
 
-def clip_segment(clip: ClipRecord, use_ocr: bool, use_tags: bool = True, duration: float = 0.0) -> VideoSegment:
+def clip_segment(
+    clip: ClipRecord,
+    use_ocr: bool,
+    use_tags: bool = True,
+    duration: float = 0.0,
+    onsets: Mapping[str, float] | None = None,
+) -> VideoSegment:
     """The prompt segment a memory clip becomes: its embeddings (when encoded), its on-screen text and what its
     frames were seen to show (visual tags, with times)."""
-    parts = [screen_line(clip, duration or clip.end) if use_ocr else ""]
+    parts = [screen_line(clip, duration or clip.end, onsets) if use_ocr else ""]
     parts.append(seen_line(clip, duration or clip.end) if use_tags else "")
     return VideoSegment(
         start=clip.start,
@@ -173,6 +196,7 @@ def plan_prompt(
     conversation so far in its own budget (`history_budget` tokens, by default half the context budget), measured
     with `turn_cost(question, answer)` (by default the tokens of both)."""
     found = [moment_segment(m, memory.duration) for m in moments] if settings.moments_in_prompt else []
+    onsets = screen_onsets(moments, memory)
     dense_cost = sum(segment_cost(d.segment) for d in dense) + sum(segment_cost(f) for f in found)
     chapters = chapter_context(memory, question)  # a whole-video question also gets the chapters and summary
     dense_cost += count_tokens(chapters) if chapters else 0
@@ -215,7 +239,7 @@ def plan_prompt(
     evidence: list[ClipEvidence] = []
     for i in choice.clips:
         c = memory.clips[i]
-        seg = clip_segment(c, use_ocr, use_tags, memory.duration)
+        seg = clip_segment(c, use_ocr, use_tags, memory.duration, onsets.get(i))
         if shows_anything(seg):
             segments.append(seg)
         evidence.append(

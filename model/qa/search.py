@@ -46,6 +46,9 @@ def keyword_scores(question: str, texts: Sequence[str]) -> np.ndarray:
     return np.array([sum(idf[w] for w in q if w in d) / total for d in docs], dtype=np.float32)
 
 
+ON_SCREEN = "on screen: "  # how a moment found in on-screen text names what matched
+
+
 @dataclass
 class Moment:
     """A stretch of the video that matches a "when" question."""
@@ -274,7 +277,7 @@ def find_moments(
             if ocr_kw[i] > 0:
                 first = memory.clips[text_run_start(memory, int(i), question)]
                 start, line = onset(memory, first, question)
-                candidates.append(Moment(start, c.end, float(clip_score[i]), f"on screen: {quote(line)}", first.index))
+                candidates.append(Moment(start, c.end, float(clip_score[i]), f"{ON_SCREEN}{quote(line)}", first.index))
             elif video is not None:
                 candidates.append(Moment(c.start, c.end, float(clip_score[i]), "matching picture", c.index))
         candidates += seen_moments(memory, question, scores.parts.get("seen"))
