@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,24 @@ def undecodable_mp4(media_dir: Path, damage_sources: dict[str, synth.SynthVideo]
     out = media_dir / "undecodable.mp4"
     synth.overwrite_packets(damage_sources["mp4"].path, out, "video", -1.0, 1e9, keep=0)
     return out
+
+
+def close_runtime(runtime: Any) -> None:
+    """Close a Runtime from sync test code, also while Playwright's sync API keeps an event loop running in this
+    thread (where `asyncio.run` refuses): the close runs on its own loop in a short-lived thread."""
+    import asyncio
+    import threading
+
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            asyncio.run(runtime.close())
+        except BaseException as err:
+            errors.append(err)
+
+    worker = threading.Thread(target=close, name="close-runtime")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]

