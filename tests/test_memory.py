@@ -191,6 +191,16 @@ def lite_rt():
 
 
 @pytest.fixture(scope="module")
+def on_lite_loop():
+    """One event loop for every request to the module's vLLM engine: AsyncLLM's output handler lives on the loop
+    of its first request, so a second `asyncio.run` finds the engine dead (as the app, which keeps one loop, never
+    does)."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
+
+
+@pytest.fixture(scope="module")
 def lite(lite_rt, tmp_path_factory: pytest.TempPathFactory):
     return lite_rt.assistant(cache_dir=tmp_path_factory.mktemp("memcache"))
 
@@ -268,8 +278,8 @@ def test_memory_key_follows_the_models(lite, lite_rt, speech_video) -> None:
 
 
 @pytest.mark.slow
-def test_lite_answers_what_was_only_said(lite, lite_memory) -> None:
-    answer = asyncio.run(lite.answer(lite_memory, "What color is the ball?"))
+def test_lite_answers_what_was_only_said(lite, lite_memory, on_lite_loop) -> None:
+    answer = on_lite_loop(lite.answer(lite_memory, "What color is the ball?"))
     assert "red" in answer.text.lower(), answer.text
     assert answer.citations, "every answer points at a moment of the video"
     ball = next(s for s in SPEECH_SENTENCES if s[1] == RED_BALL)[0]
@@ -320,7 +330,7 @@ def test_bad_questions_and_files_are_clear_errors(lite, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_stop_aborts_the_answer(lite, lite_memory) -> None:
+def test_stop_aborts_the_answer(lite, lite_memory, on_lite_loop) -> None:
     from model.qa import AnswerDelta, AnswerDone
 
     async def run() -> tuple[int, str]:
@@ -337,7 +347,7 @@ def test_stop_aborts_the_answer(lite, lite_memory) -> None:
                 final = ev.answer.text
         return deltas, final
 
-    deltas, final = asyncio.run(run())
+    deltas, final = on_lite_loop(run())
     assert deltas < 40, "abort stops the stream early"
     assert isinstance(final, str)
 
