@@ -26,7 +26,7 @@ INSTRUCTIONS = (
     "text seen on screen, things seen in the pictures, and a timed transcript of what is said. "
     "When you state something from the video, "
     "cite its time in square brackets like [{example}]. A question about what is said at a time is answered by "
-    "the transcript line at that time. If the context does not contain the answer, say that you cannot tell "
+    "quoting the transcript line whose time range contains that time. If the context does not contain the answer, say that you cannot tell "
     "from the video. "
     "Answer briefly."
 )
