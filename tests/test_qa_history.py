@@ -143,3 +143,26 @@ def test_over_budget_message_names_what_is_long(builder: PromptBuilder) -> None:
     long_question = PromptInputs(question="Why? " * 1500)
     with pytest.raises(PromptError, match="Ask a shorter question"):
         builder.build(long_question, max_tokens=64, max_model_len=2048)
+
+
+@pytest.mark.slow
+def test_every_answer_path_keeps_to_the_engines_window(assistant: Assistant, builder: PromptBuilder) -> None:
+    """The engine's window (2048) is shorter than the model's: `generate`, which the single- and the cross-video
+    answers share, refuses a prompt over it with the prompt builder's breakdown and advice (the engine's own check
+    only says the prompt is too long)."""
+    from model.llm import GenerationParams
+    from model.qa.answer import Generation, generate
+
+    assert builder.max_model_len > assistant.engine.max_model_len
+    inputs = PromptInputs(question="What does the baker slice?", subtitles=LONG_ANSWER * 40)
+    assert 2048 < builder.build(inputs, 8).shape[0] < builder.max_model_len
+
+    async def run() -> None:
+        stream = generate(
+            assistant.engine, builder, inputs, [], GenerationParams(max_tokens=8), "w", (), Generation({})
+        )
+        async for _ in stream:
+            pass
+
+    with pytest.raises(PromptError, match=r"the video context \d+\).*window of 2048 tokens\. Ask for a shorter answer"):
+        asyncio.run(run())

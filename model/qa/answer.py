@@ -50,13 +50,13 @@ async def generate(
     request_id: str,
     aborted: Container[str],
     out: Generation,
-    window: int | None = None,
 ) -> AsyncIterator[AnswerDelta]:
     """Build the prompt, yield the notes header and then the engine's deltas; `out` holds the text and timings.
 
     `aborted` is checked after each delta (Stop from the UI), besides the engine's own abort. One home for the
-    single-video and the cross-video answer, so their timings and stop handling cannot drift apart.
+    single-video and the cross-video answer, so their timings, window and stop handling cannot drift apart.
     """
+    window = int(getattr(engine, "max_model_len", 0)) or None  # the engine's may be shorter than the model's
     t = time.perf_counter()
     embeds = await asyncio.to_thread(prompt_builder.build, inputs, params.max_tokens, window)
     out.timings["prompt_s"] = time.perf_counter() - t
@@ -138,9 +138,8 @@ async def stream_answer(
     `aborted` is checked after each delta (Stop from the UI), besides the engine's own abort.
     """
     out = Generation(dict(prepared.timings))
-    window = int(getattr(engine, "max_model_len", 0)) or None  # the engine's window may be shorter than the model's
     async for delta in generate(
-        engine, prompt_builder, prepared.inputs, prepared.notes, params, request_id, aborted, out, window
+        engine, prompt_builder, prepared.inputs, prepared.notes, params, request_id, aborted, out
     ):
         yield delta
     text, citations, cite_notes = check_citations(out.text, memory.duration)
