@@ -304,7 +304,6 @@ def test_asked_moment_is_resampled_and_read(lite, lite_memory) -> None:
     assert dense and abs(dense[0].frame_time - 45.0) <= 0.2, "the asked moment itself is decoded"
     texts = " ".join(s.text for s in prepared.inputs.segments).upper()
     assert "STREET" in texts and "00:45" in texts
-    assert prepared.inputs.subtitles == "", "a question about the screen gets no speech beside it"
     said = lite.prepare(lite_memory, "What is said at 0:39?")
     assert "blue car" in said.inputs.subtitles.lower() and "red ball" not in said.inputs.subtitles.lower()
 

@@ -454,7 +454,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablate-limit", type=int, default=None, help="ablation runs ask only the first N questions")
 
 
-ABLATIONS = ("focus_subtitles", "screen_without_speech", "time_without_unrelated", "moments_in_prompt", "anchor_note")
+ABLATIONS = ("focus_subtitles", "time_without_unrelated", "moments_in_prompt", "anchor_note")
 
 
 def load_lite_runtime(profile_name: str = "lite", engine: str | None = None, llm_url: str | None = None) -> Any:

@@ -6,7 +6,6 @@ returns the prompt's inputs (no models, no decoding), so every rule here is unit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +32,6 @@ INSTRUCTIONS = (
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
 FOCUS_WINDOWS = 4  # a focused question's subtitles come from its first windows (asked times, moments, best clips)
 SEEN_LIMIT = 8  # visual tags per clip in the prompt (first seen first)
-SCREEN = re.compile(r"\b(sign|written|writing|on screen|shown|caption|title|label|board|text)\b", re.IGNORECASE)
 Window = tuple[float, float]
 
 
@@ -200,9 +198,7 @@ def plan_prompt(
     dense_cost = sum(segment_cost(d.segment) for d in dense) + sum(segment_cost(f) for f in found)
     chapters = chapter_context(memory, question)  # a whole-video question also gets the chapters and summary
     dense_cost += count_tokens(chapters) if chapters else 0
-    # "What does the sign say at 2:10?" is about the screen: speech beside it only misleads the answer.
-    about_screen = settings.screen_without_speech and bool(tq.windows and SCREEN.search(question))
-    has_speech = settings.use_speech and bool(memory.transcript.segments) and not about_screen
+    has_speech = settings.use_speech and bool(memory.transcript.segments)
     reserve = int(budget_tokens * (0.5 if not memory.has_video_embeddings else 0.25)) if has_speech else 0
     use_ocr, use_tags = settings.use_ocr, settings.use_tags
     # A question about a moment gets that moment, plus only clips that clearly match its words: unrelated

@@ -57,7 +57,6 @@ class RetrievalSettings:
     max_moments: int = 3
     # Context rules (tools/eval_memory.py --ablate measures each one's worth):
     focus_subtitles: bool = True  # focused questions (a time, a "when", a said line, "after X") see only nearby lines
-    screen_without_speech: bool = True  # "what does the sign say at 2:10?" gets no speech beside the screen
     time_without_unrelated: bool = True  # a question about a time gets no overview and only clearly matching ranks
     moments_in_prompt: bool = True  # a "when" question's found moments are context lines the answer can cite
     anchor_note: bool = True  # "what happens after X" is told where X is said and where what follows starts
