@@ -233,7 +233,7 @@ def test_a_clip_states_the_refined_onset_of_the_moment_found_on_it() -> None:
     question = "When is GARDEN on screen?"
     tq = parse_time_refs(question, m.duration)
     scores = score_clips(m, question, QuestionVectors())
-    refined = Moment(21.0, 30.0, 2.0, "on screen: GARDEN", 2)
+    refined = Moment(21.0, 30.0, 2.0, "on screen: GARDEN", 2, screen_line="GARDEN")
     p = plan_prompt(m, question, tq, scores, [refined], [], [], RetrievalSettings(), 400, seg_cost, words_cost)
     texts = [s.text for s in p.inputs.segments]
     assert any("On screen: [00:21] GARDEN" in t for t in texts), texts

@@ -14,7 +14,7 @@ from model.memory.records import ClipRecord, VideoMemory
 from model.qa.chapters import chapter_context
 from model.qa.context import BEFORE, ContextChoice, asks_neighbour, select_clips
 from model.qa.dense import DenseSegment
-from model.qa.search import ON_SCREEN, ClipScores, Moment, neighbour_line, quote
+from model.qa.search import ClipScores, Moment, neighbour_line
 from model.qa.timeparse import TimeQuery
 from model.qa.types import ClipEvidence, RetrievalSettings
 from model.speech import Transcript, subtitle_lines
@@ -25,8 +25,8 @@ INSTRUCTIONS = (
     "text seen on screen, things seen in the pictures, and a timed transcript of what is said. "
     "When you state something from the video, "
     "cite its time in square brackets like [{example}]. A question about what is said at a time is answered by "
-    "quoting the transcript line whose time range contains that time. If the context does not contain the answer, say that you cannot tell "
-    "from the video. "
+    "quoting the transcript line whose time range contains that time. "
+    "If the context does not contain the answer, say that you cannot tell from the video. "
     "Answer briefly."
 )
 FOCUS_MIN_SCORE = 1.0  # standardised clip score a ranked clip needs to join a question about a moment
@@ -88,12 +88,8 @@ def screen_onsets(moments: Sequence[Moment], memory: VideoMemory) -> dict[int, d
     the clip says "[01:44] MUSEUM" (the OCR'd frame) beside the moment's "[01:38]", and the model cites 01:44."""
     out: dict[int, dict[str, float]] = {}
     for m in moments:
-        if m.clip_index is None or not m.reason.startswith(ON_SCREEN) or m.clip_index >= len(memory.clips):
-            continue
-        line = m.reason[len(ON_SCREEN) :]
-        for text in memory.clips[m.clip_index].ocr:
-            if quote(text) == line:
-                out.setdefault(m.clip_index, {})[text] = m.start
+        if m.clip_index is not None and m.screen_line is not None:
+            out.setdefault(m.clip_index, {})[m.screen_line] = m.start
     return out
 
 

@@ -46,9 +46,6 @@ def keyword_scores(question: str, texts: Sequence[str]) -> np.ndarray:
     return np.array([sum(idf[w] for w in q if w in d) / total for d in docs], dtype=np.float32)
 
 
-ON_SCREEN = "on screen: "  # how a moment found in on-screen text names what matched
-
-
 @dataclass
 class Moment:
     """A stretch of the video that matches a "when" question."""
@@ -59,6 +56,7 @@ class Moment:
     reason: str  # what matched: 'speech: "..."', 'on screen: ...', 'video'
     clip_index: int | None = None
     video: str | None = None  # the video's name, when moments of several videos are listed together
+    screen_line: str | None = None  # the clip's OCR'd line this moment was found in (on-screen moments only)
 
     @property
     def text(self) -> str:  # what the UI shows beside the seek link
@@ -277,7 +275,8 @@ def find_moments(
             if ocr_kw[i] > 0:
                 first = memory.clips[text_run_start(memory, int(i), question)]
                 start, line = onset(memory, first, question)
-                candidates.append(Moment(start, c.end, float(clip_score[i]), f"{ON_SCREEN}{quote(line)}", first.index))
+                reason = f"on screen: {quote(line)}"
+                candidates.append(Moment(start, c.end, float(clip_score[i]), reason, first.index, screen_line=line))
             elif video is not None:
                 candidates.append(Moment(c.start, c.end, float(clip_score[i]), "matching picture", c.index))
         candidates += seen_moments(memory, question, scores.parts.get("seen"))
